@@ -1,0 +1,1 @@
+"""Dataset loading: IDX (MNIST family), CIFAR pickles, image folders, and downloads."""
