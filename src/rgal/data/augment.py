@@ -1,0 +1,59 @@
+"""Batched, differentiable image augmentation on the tensors' own device."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Normalize(nn.Module):
+    """Per-channel (x - mean) / std for images in [0, 1]."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero-pad by `padding` pixels and take one random HxW crop per sample (differentiable)."""
+    if padding <= 0:
+        return x
+    n, c, h, w = x.shape
+    xp = nn.functional.pad(x, (padding, padding, padding, padding))
+    off = torch.randint(0, 2 * padding + 1, (2, n), device=x.device, generator=generator)
+    rows = off[0, :, None] + torch.arange(h, device=x.device)  # (n, h)
+    cols = off[1, :, None] + torch.arange(w, device=x.device)  # (n, w)
+    xp = xp.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * padding))
+    return xp.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+
+
+def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each sample left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+class Augment(nn.Module):
+    """Random crop with padding, optional horizontal flip, then normalisation.
+
+    Input: float images in [0, 1], shape (N, C, H, W), on any device. With
+    `train=False` only the normalisation is applied.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], padding: int = 4,
+                 hflip: bool = True) -> None:
+        super().__init__()
+        self.padding = padding
+        self.hflip = hflip
+        self.normalize = Normalize(mean, std)
+
+    def forward(self, x: torch.Tensor, augment: bool = True) -> torch.Tensor:
+        if augment:
+            x = random_crop(x, self.padding)
+            if self.hflip:
+                x = random_hflip(x)
+        return self.normalize(x)

@@ -1,0 +1,53 @@
+"""DeepInversion's BatchNorm-statistics loss, through forward hooks on the teacher."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..models.features import find_batchnorms
+
+
+class BNStatistics:
+    """Records, for each BN layer, ||mean - running_mean||_2 + ||var - running_var||_2 of its input.
+
+    The variance is the biased batch variance over every dimension but the channel one.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = find_batchnorms(model)
+        if not self.layers:
+            raise ValueError(f"{type(model).__name__} has no BatchNorm layer with running "
+                             "statistics; BN-statistics losses need one")
+        self._losses: list[torch.Tensor | None] = [None] * len(self.layers)
+        self.enabled = True
+        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]
+
+    def _hook(self, i: int):
+        def hook(m: _BatchNorm, inp, _out):
+            if self.enabled:
+                self._losses[i] = bn_statistics_distance(inp[0], m.running_mean, m.running_var)
+        return hook
+
+    def loss(self) -> torch.Tensor:
+        """Sum over layers of the distances recorded by the last forward pass."""
+        recorded = [v for v in self._losses if v is not None]
+        if not recorded:
+            raise RuntimeError("no forward pass recorded since the last call")
+        self._losses = [None] * len(self.layers)
+        return torch.stack(recorded).sum()
+
+    def remove(self) -> None:
+        """Detach the hooks."""
+        for h in self._handles:
+            h.remove()
+
+
+def bn_statistics_distance(x: torch.Tensor, running_mean: torch.Tensor,
+                           running_var: torch.Tensor) -> torch.Tensor:
+    """||batch mean - running mean||_2 + ||batch var - running var||_2 for one layer input."""
+    dims = [0, *range(2, x.dim())]
+    x = x.float()
+    var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+    return torch.linalg.vector_norm(mean - running_mean) + torch.linalg.vector_norm(var - running_var)

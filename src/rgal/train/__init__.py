@@ -1,0 +1,1 @@
+"""Training loops: data-free distillation, supervised teachers, evaluation."""

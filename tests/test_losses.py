@@ -1,0 +1,167 @@
+"""Properties of the loss terms and the negative samplers."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rgal.losses import (
+    BNStatistics,
+    adversarial_loss,
+    kd_loss,
+    negative_probabilities,
+    relation_loss,
+    sample_triplets,
+)
+from rgal.losses.relation import FOCAL_BAND, log_inverse_density
+
+
+def _clustered(n_per_class=6, classes=4, dim=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    centers = torch.randn(classes, dim, generator=g)
+    emb = centers[labels] + 0.6 * torch.randn(len(labels), dim, generator=g)
+    return emb, labels
+
+
+def test_sampled_negatives_have_other_label():
+    emb, labels = _clustered()
+    for sampler in ("focal", "distance", "random"):
+        a, p, n = sample_triplets(emb, labels, sampler, torch.Generator().manual_seed(1))
+        assert torch.all(labels[a] == labels[p])
+        assert torch.all(a != p)
+        assert torch.all(labels[a] != labels[n])
+
+
+def test_focal_negatives_lie_in_band_when_one_exists():
+    emb, labels = _clustered(dim=10, seed=3)
+    e = F.normalize(emb, dim=1)
+    dist = torch.cdist(e, e)
+    probs = negative_probabilities(emb, labels, "focal")
+    lo, hi = FOCAL_BAND
+    in_band = (labels[:, None] != labels[None, :]) & (dist > lo) & (dist < hi)
+    rows = in_band.any(1)
+    assert rows.any(), "fixture should give some rows with in-band negatives"
+    # all probability mass of such rows is on in-band negatives
+    assert torch.allclose(probs[rows].sum(1), torch.ones(int(rows.sum())))
+    assert torch.all(probs[rows][~in_band[rows]] == 0)
+    a, _, n = sample_triplets(emb, labels, "focal", torch.Generator().manual_seed(0))
+    has_band = rows[a]
+    assert torch.all(in_band[a[has_band], n[has_band]])
+
+
+def test_uniform_fallback_without_eligible_negative():
+    # two tight, antipodal clusters: every negative is at distance ~2, outside the focal band
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    emb = torch.tensor([[1.0, 0.0]] * 3 + [[-1.0, 0.0]] * 3) + 1e-3 * torch.randn(6, 2)
+    probs = negative_probabilities(emb, labels, "focal")
+    neg = labels[:, None] != labels[None, :]
+    assert torch.allclose(probs[neg], torch.full((18,), 1 / 3), atol=1e-6)
+    assert torch.all(probs[~neg] == 0)
+
+
+def test_no_positive_pair_gives_zero_loss_on_device():
+    emb = torch.randn(5, 8, requires_grad=True)
+    labels = torch.arange(5)
+    loss = relation_loss(emb, labels, emb.detach(), "focal")
+    assert loss.item() == 0.0 and loss.device == emb.device
+    # all one label: no negative at all
+    loss = relation_loss(emb, torch.zeros(5, dtype=torch.long), emb.detach(), "distance")
+    assert loss.item() == 0.0
+
+
+def test_weights_do_not_collapse_to_uniform_in_100_dims():
+    # 100 classes, 2 samples each; each positive is a near-duplicate of its anchor (the case
+    # where a row maximum taken over positives makes every negative weight underflow).
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(100).repeat(2)
+    common = torch.randn(1, 100, generator=g)
+    strength = torch.rand(100, 1, generator=g) * 2.5
+    base = strength * common + 0.35 * torch.randn(100, 100, generator=g)
+    emb = torch.cat([base, base + 1e-3 * torch.randn(100, 100, generator=g)])
+    e = F.normalize(emb, dim=1)
+    d = torch.cdist(e, e)
+    neg = labels[:, None] != labels[None, :]
+    for sampler, eligible in (("focal", neg & (d > 0.5) & (d < 1.0)),
+                              ("distance", neg & (d > 0.55) & (d < 1.4))):
+        probs = negative_probabilities(emb, labels, sampler)
+        assert torch.all(torch.isfinite(probs))
+        assert torch.allclose(probs.sum(1), torch.ones(200), atol=1e-5)
+        checked = 0
+        for row in range(200):
+            cols = eligible[row].nonzero().squeeze(1)
+            if len(cols) < 3:
+                continue
+            near, far = cols[d[row, cols].argmin()], cols[d[row, cols].argmax()]
+            if d[row, far] - d[row, near] < 0.1:
+                continue
+            # the closer eligible negative is strictly more likely: not uniform
+            assert probs[row, near] > 10 * probs[row, far], (sampler, row)
+            checked += 1
+        assert checked > 50, sampler
+
+
+def test_inverse_density_weights_favour_closer_negatives():
+    d = torch.tensor([0.6, 0.8, 0.95])
+    w = log_inverse_density(d, 10)
+    assert w[0] > w[1] > w[2]
+
+
+def _one_step_distances(inverse: bool):
+    torch.manual_seed(0)
+    emb0, labels = _clustered(n_per_class=5, classes=3, dim=16, seed=1)
+    emb = emb0.clone().requires_grad_(True)
+    sampling = emb0.clone()
+    gen = torch.Generator().manual_seed(5)
+    a, p, n = sample_triplets(sampling, labels, "random", torch.Generator().manual_seed(5))
+
+    def dists(x):
+        e = F.normalize(x, dim=1)
+        return (e[a] - e[p]).norm(dim=1).mean(), (e[a] - e[n]).norm(dim=1).mean()
+
+    before = dists(emb0)
+    loss = relation_loss(emb, labels, sampling, "random", margin=5.0, inverse=inverse,
+                         generator=gen)
+    loss.backward()
+    with torch.no_grad():
+        after = dists(emb - 0.5 * emb.grad)
+    return before, after
+
+
+def test_paper_direction_pushes_positives_apart_and_pulls_negatives():
+    (ap0, an0), (ap1, an1) = _one_step_distances(inverse=True)
+    assert ap1 > ap0 and an1 < an0
+
+
+def test_ordinary_direction_pulls_positives_and_pushes_negatives():
+    (ap0, an0), (ap1, an1) = _one_step_distances(inverse=False)
+    assert ap1 < ap0 and an1 > an0
+
+
+def test_bn_loss_zero_when_batch_matches_running_stats():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.LazyLinear(2))
+    x = torch.randn(16, 3, 8, 8)
+    net(x)
+    bn = net[1]
+    with torch.no_grad():
+        h = net[0](x)
+        bn.running_mean.copy_(h.mean((0, 2, 3)))
+        bn.running_var.copy_(h.var((0, 2, 3), unbiased=False))
+    net.eval()
+    stats = BNStatistics(net)
+    net(x)
+    assert stats.loss().item() < 1e-5
+    net(torch.randn(16, 3, 8, 8) * 3 + 1)
+    assert stats.loss().item() > 0.5
+
+
+def test_kd_and_adversarial_terms():
+    t = torch.randn(8, 10)
+    assert kd_loss(t, t, tau=20).abs().item() < 1e-6
+    s = torch.randn(8, 10)
+    assert kd_loss(s, t, tau=4).item() > 0
+    # where the student disagrees everywhere, the adversarial term is masked to zero
+    s_dis = -t
+    assert adversarial_loss(s_dis, t).item() == 0.0
+    assert adversarial_loss(t + 0.5 * torch.randn(8, 10), t).item() <= 0.0
