@@ -35,6 +35,7 @@ class DistillConfig:
     # what to distil
     dataset: str = _opt("fashion-mnist", "dataset name (test split used for evaluation)")
     data_root: str | None = _opt(None, "folder holding the dataset files")
+    download: bool = _opt(True, "download a missing dataset (CIFAR, MNIST, Fashion-MNIST)")
     teacher: str = _opt("smallcnn", "teacher architecture")
     teacher_weights: str = _opt(BUILTIN_TEACHER, "teacher weights file, or 'builtin'")
     student: str = _opt("tinycnn", "student architecture")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,11 +47,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise WeightsError(f"{path}: refused: the file holds something other than plain "
-                           f"tensors and containers ({msg})") from e
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
-        raise WeightsError(f"{path}: not a readable torch checkpoint ({type(e).__name__})") from e
+        text = str(e)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" (it references {found.group(1)})" if found else ""
+        if "Weights only load failed" in text:
+            raise WeightsError(f"{path}: refused: the file holds executable pickle content, "
+                               f"not only tensors{what}; it was not loaded") from e
+        raise WeightsError(f"{path}: not a readable torch checkpoint (corrupt pickle)") from e
+    except Exception as e:  # torch raises many types for garbage input
+        raise WeightsError(f"{path}: not a readable torch checkpoint "
+                           f"({type(e).__name__})") from e
     return _unwrap(obj, path)
 
 

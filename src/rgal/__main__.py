@@ -1,0 +1,5 @@
+"""`python -m rgal`."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,222 @@
+"""The `rgal` command: train-teacher, distill, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from . import __version__
+from .config import BUILTIN_TEACHER, ConfigError, DistillConfig, build_config, load_yaml, parse_set
+
+
+class UsageError(Exception):
+    """Bad command-line usage (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line and exits with status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One `--key VALUE` flag per DistillConfig field (typed and checked later)."""
+    for f in fields(DistillConfig):
+        p.add_argument(_flag(f.name), dest=f.name, default=None, metavar="V",
+                       help=f.metadata.get("help", ""))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    p = _Parser(prog="rgal", description="Data-free knowledge transfer with RGAL.")
+    p.add_argument("--version", action="version", version=f"rgal {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    d = sub.add_parser("distill", help="data-free distillation of a teacher into a student")
+    d.add_argument("--config", help="YAML file of config keys (command-line flags win)")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key; repeatable")
+    d.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_config_flags(d)
+
+    t = sub.add_parser("train-teacher", help="train a classifier on real data")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--model", required=True)
+    t.add_argument("--epochs", type=int, default=15)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--data-root")
+    t.add_argument("--no-download", action="store_true", help="never download the dataset")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--out", required=True, help="weights file (.safetensors or .pth)")
+    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--no-progress", action="store_true")
+
+    e = sub.add_parser("eval", help="test accuracy of a weights file")
+    e.add_argument("--model", required=True)
+    e.add_argument("--weights", required=True, help="weights file, or 'builtin'")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--data-root")
+    e.add_argument("--no-download", action="store_true", help="never download the dataset")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=int, default=1000)
+    return p
+
+
+def distill_config(args: argparse.Namespace) -> DistillConfig:
+    """Defaults <- --config YAML <- explicit flags <- --set overrides."""
+    file_layer = load_yaml(args.config) if args.config else {}
+    flag_layer = {f.name: getattr(args, f.name) for f in fields(DistillConfig)
+                  if getattr(args, f.name) is not None}
+    flag_layer = {k: parse_set([f"{k}={v}"])[k] for k, v in flag_layer.items()}
+    set_layer = parse_set(args.set)
+    if args.no_progress:
+        set_layer["progress"] = False
+    return build_config(DistillConfig, file_layer, flag_layer, set_layer)
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    """Run `rgal distill`."""
+    from .train.distill import run_distillation
+    from .train.prepare import prepare_distillation
+
+    cfg = distill_config(args)
+    setup = prepare_distillation(cfg, overwrite=args.overwrite)
+    summary = run_distillation(setup)
+    _print_table([
+        ("teacher", f"{cfg.teacher} ({summary['teacher_params'] / 1e6:.2f}M params)"),
+        ("student", f"{cfg.student} ({summary['student_params'] / 1e6:.3f}M params)"),
+        ("teacher test acc", f"{summary['teacher_acc']:.2f}%"),
+        ("student test acc (last)", f"{summary['final_acc']:.2f}%"),
+        ("student test acc (best)", f"{summary['best_acc']:.2f}% (epoch {summary['best_epoch']})"),
+        ("images synthesized", f"{summary['images_synthesized']}"),
+        ("time", f"{summary['wall_s']:.0f} s (synthesis {summary['synthesis_s']:.0f} s, "
+                 f"student {summary['distill_s']:.0f} s, eval {summary['eval_s']:.0f} s)"),
+        ("outputs", str(setup.out)),
+    ])
+    return 0
+
+
+def _print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k.ljust(width)}  {v}")
+
+
+def _dataset_and_model(dataset: str, data_root: str | None, model: str, role: str):
+    from .data.datasets import describe_dataset
+    from .train.prepare import build_model
+
+    try:
+        info = describe_dataset(dataset, data_root)
+    except KeyError as e:
+        raise ConfigError(str(e.args[0]) if e.args else str(e)) from None
+    return info, build_model(model, info, role)
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    """Run `rgal train-teacher`."""
+    import torch
+
+    from .data.datasets import load_dataset
+    from .models.weights import save_weights
+    from .train.teacher import train_supervised
+    from .utils import resolve_device, seed_everything
+
+    for name, val in (("epochs", args.epochs), ("batch-size", args.batch_size)):
+        if val < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {val}")
+    if not args.lr > 0 or args.weight_decay < 0:
+        raise ConfigError("--lr must be > 0 and --weight-decay >= 0")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite or choose another --out")
+    if out.suffix not in (".safetensors", ".pth", ".pt"):
+        raise ConfigError(f"--out must end in .safetensors, .pth or .pt, got {out.name!r}")
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    info, model = _dataset_and_model(args.dataset, args.data_root, args.model, "teacher")
+    train = load_dataset(args.dataset, args.data_root, train=True, download=not args.no_download)
+    test = load_dataset(args.dataset, args.data_root, train=False, download=not args.no_download)
+    result = train_supervised(model, train, test, info, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr,
+                              weight_decay=args.weight_decay, device=device, seed=args.seed,
+                              progress=not args.no_progress)
+    save_weights(model, out)
+    meta = {"model": args.model, "dataset": args.dataset, "test_acc": result["final_acc"],
+            "epochs": args.epochs, "train_s": round(result["wall_s"], 1),
+            "params": sum(p.numel() for p in model.parameters()),
+            "torch": torch.__version__}
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"test accuracy: {result['final_acc']:.2f}%  ({args.model} on {args.dataset}, "
+          f"{result['wall_s']:.0f} s) -> {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run `rgal eval`."""
+    from .data.augment import Normalize
+    from .data.datasets import load_dataset
+    from .train.evaluate import evaluate
+    from .train.prepare import builtin_teacher_record, load_model_weights
+    from .utils import resolve_device
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    info, model = _dataset_and_model(args.dataset, args.data_root, args.model, "model")
+    weights = args.weights
+    if weights == BUILTIN_TEACHER:
+        weights = builtin_teacher_record(args.dataset, args.model)["path"]
+    load_model_weights(model, weights, "model")
+    test = load_dataset(args.dataset, args.data_root, train=False, download=not args.no_download)
+    model.to(resolve_device(args.device))
+    t0 = time.time()
+    acc = evaluate(model, test, Normalize(info.mean, info.std), args.batch_size)
+    print(f"test accuracy: {acc:.2f}%  ({args.model} on {args.dataset}, {len(test)} images, "
+          f"{time.time() - t0:.1f} s)")
+    return 0
+
+
+COMMANDS = {"distill": cmd_distill, "train-teacher": cmd_train_teacher, "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for bad input, with a one-line message)."""
+    from .data.base import DatasetError
+    from .models.weights import WeightsError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["distill"]
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise UsageError("choose a command: " + ", ".join(COMMANDS))
+        return COMMANDS[args.command](args)
+    except (UsageError, ConfigError, DatasetError, WeightsError, ValueError, KeyError) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        msg = " ".join(msg.split())
+        print(f"rgal: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rgal: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console-script wrapper."""
+    sys.exit(main())
+
