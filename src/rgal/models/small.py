@@ -27,7 +27,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         stages = []
         cin = in_channels
-        for i, (w, d) in enumerate(zip(widths, depth)):
+        for i, (w, d) in enumerate(zip(widths, depth, strict=True)):
             layers: list[nn.Module] = [nn.MaxPool2d(2)] if i > 0 else []
             for _ in range(d):
                 layers.append(_conv_bn_relu(cin, w))

@@ -51,6 +51,6 @@ class frozen_student:
         return self.model
 
     def __exit__(self, *exc) -> None:
-        for p, g in zip(self.model.parameters(), self._grads):
+        for p, g in zip(self.model.parameters(), self._grads, strict=True):
             p.requires_grad_(g)
         self.model.train(self._mode)

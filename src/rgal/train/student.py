@@ -17,10 +17,10 @@ class FeatureProjector(nn.Module):
     def __init__(self, student_channels: list[int], teacher_channels: list[int]) -> None:
         super().__init__()
         self.proj = nn.ModuleList(nn.Conv2d(cs, ct, 1) for cs, ct in
-                                  zip(student_channels, teacher_channels))
+                                  zip(student_channels, teacher_channels, strict=True))
 
     def forward(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [p(pool_map(m)[:, :, None, None]).flatten(1) for p, m in zip(self.proj, maps)]
+        return [p(pool_map(m)[:, :, None, None]).flatten(1) for p, m in zip(self.proj, maps, strict=True)]
 
 
 def paired_stages(n_student: int, n_teacher: int, start: int) -> tuple[list[int], list[int]]:
@@ -65,7 +65,7 @@ class StudentPhase:
         if self.w_cd > 0 and self.projector is not None and self.s_stages:
             proj = self.projector([s.stages[i] for i in self.s_stages])
             terms["loss_cd"] = sum(nn.functional.mse_loss(p, pool_map(t.stages[j]))
-                                   for p, j in zip(proj, self.t_stages))
+                                   for p, j in zip(proj, self.t_stages, strict=True))
         if self.w_stri > 0:
             terms["loss_rel_stu"] = relation_loss(s.feature, t.logits.argmax(1), s.logits,
                                                   sampler=self.sampler, margin=self.margin)
