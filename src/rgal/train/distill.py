@@ -19,6 +19,7 @@ from ..models.features import FeatureExtractor, freeze, num_stage_channels
 from ..models.generator import Generator
 from ..models.weights import save_weights
 from ..synthesis import ImagePool, RGALSynthesizer
+from ..utils import seed_everything
 from .evaluate import evaluate
 from .report import plot_curves, save_grid
 from .student import FeatureProjector, StudentPhase, paired_stages
@@ -46,6 +47,7 @@ def run_distillation(setup: DistillSetup,
     """Run every epoch, write the outputs under `setup.out`, return the summary."""
     cfg, info, device, out = setup.cfg, setup.info, setup.device, setup.out
     t_start = time.time()
+    seed_everything(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "grids").mkdir(exist_ok=True)
     teacher = freeze(setup.teacher.to(device))

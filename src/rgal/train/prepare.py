@@ -15,7 +15,7 @@ from ..data.datasets import DatasetInfo, describe_dataset, load_dataset
 from ..models import create_model, list_models
 from ..models.features import find_batchnorms
 from ..models.weights import WeightsError, load_weights
-from ..utils import resolve_device
+from ..utils import resolve_device, seed_everything
 from .distill import DistillSetup
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -85,6 +85,7 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False) -> Distill
     check_model_name(cfg.teacher, "teacher")
     check_model_name(cfg.student, "student")
     device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
     out = Path(cfg.out)
     check_output_dir(out, overwrite)
     teacher = build_model(cfg.teacher, info, "teacher")
