@@ -61,11 +61,14 @@ def test_existing_run_is_refused_then_overwritten(tmp_path, fake_fmnist, teacher
     out = tmp_path / "run"
     out.mkdir()
     (out / "summary.json").write_text('{"keep": true}')
+    (out / "grids").mkdir()
+    (out / "grids" / "epoch_009.png").write_bytes(b"old")
     assert _distill(tmp_path, fake_fmnist, teacher_file, "--epochs", "1") == 2
     assert "already holds a run" in capsys.readouterr().err
     assert json.loads((out / "summary.json").read_text()) == {"keep": True}
     assert _distill(tmp_path, fake_fmnist, teacher_file, "--epochs", "1", "--overwrite") == 0
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1
+    assert not (out / "grids" / "epoch_009.png").exists()  # no stale picture of the old run
 
 
 def _weights(tmp_path: Path, name: str, classes: int = 10, channels: int = 1) -> Path:
@@ -186,3 +189,25 @@ def test_weights_with_module_prefix_load(tmp_path, fake_fmnist, capsys):
     save_weights(model, tmp_path / "m.safetensors")
     assert main(["eval", "--model", "tinycnn", "--weights", str(tmp_path / "m.safetensors"),
                  "--dataset", "fashion-mnist", "--data-root", str(fake_fmnist)]) == 0
+
+
+FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FMNIST_SYSTEM.exists(), reason="Debian dataset-fashion-mnist not installed")
+def test_default_run_on_real_fashion_mnist_with_shipped_teacher(tmp_path, capsys):
+    """`rgal distill` with only a tiny budget: the embedded default on the real test set."""
+    from rgal.train.prepare import builtin_teacher_record
+
+    out = tmp_path / "demo"
+    assert main(["distill", "--out", str(out), "--epochs", "1", "--g-steps", "2",
+                 "--kd-steps", "3", "--synthesis-batch-size", "32", "--batch-size", "16",
+                 "--no-progress", "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    record = builtin_teacher_record("fashion-mnist", "smallcnn")
+    # the shipped teacher scores on the real test set exactly what its record says
+    assert summary["teacher_acc"] == pytest.approx(record["test_acc"], abs=1e-6)
+    assert summary["teacher_acc"] >= 91.0
+    assert summary["config"]["teacher"] == "smallcnn" and summary["config"]["student"] == "tinycnn"
+    assert (out / "grids" / "epoch_001.png").is_file() and (out / "accuracy.png").is_file()

@@ -38,6 +38,18 @@ class DistillSetup:
     out: Path
 
 
+RUN_OUTPUTS = ("metrics.jsonl", "summary.json", "student.safetensors", "student_best.safetensors",
+               "accuracy.png", "synthetic.safetensors")
+
+
+def clear_run_outputs(out: Path) -> None:
+    """Remove the files an earlier run wrote in `out` (used when overwriting a run)."""
+    for name in RUN_OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    for grid in (out / "grids").glob("epoch_*.png"):
+        grid.unlink()
+
+
 def _mean(values: list[torch.Tensor]) -> float:
     return float(torch.stack(values).mean()) if values else 0.0
 
@@ -49,6 +61,7 @@ def run_distillation(setup: DistillSetup,
     t_start = time.time()
     seed_everything(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
+    clear_run_outputs(out)
     (out / "grids").mkdir(exist_ok=True)
     teacher = freeze(setup.teacher.to(device))
     student = setup.student.to(device)

@@ -16,11 +16,10 @@ from ..models import create_model, list_models
 from ..models.features import find_batchnorms
 from ..models.weights import WeightsError, load_weights
 from ..utils import resolve_device, seed_everything
-from .distill import DistillSetup
+from .distill import RUN_OUTPUTS, DistillSetup
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 BUILTIN_TEACHERS = {("fashion-mnist", "smallcnn"): WEIGHTS_DIR / "fmnist_smallcnn.safetensors"}
-RUN_MARKERS = ("summary.json", "metrics.jsonl", "student.safetensors")
 
 
 def builtin_teacher_record(dataset: str, model: str) -> dict:
@@ -63,7 +62,7 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} exists and is not a folder")
     if out.is_dir() and not overwrite:
-        found = [m for m in RUN_MARKERS if (out / m).exists()]
+        found = [m for m in RUN_OUTPUTS if (out / m).exists()]
         if found:
             raise ConfigError(f"output folder {out} already holds a run ({found[0]}); "
                               "pass --overwrite or choose another --out")
