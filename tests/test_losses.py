@@ -165,3 +165,25 @@ def test_kd_and_adversarial_terms():
     s_dis = -t
     assert adversarial_loss(s_dis, t).item() == 0.0
     assert adversarial_loss(t + 0.5 * torch.randn(8, 10), t).item() <= 0.0
+
+
+def test_sampled_negative_frequencies_follow_the_weights():
+    emb, labels = _clustered(n_per_class=4, classes=3, dim=6, seed=2)
+    probs = negative_probabilities(emb, labels, "distance")
+    counts = torch.zeros_like(probs)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        a, _, n = sample_triplets(emb, labels, "distance", g)
+        counts.index_put_((a, n), torch.ones(len(a)), accumulate=True)
+    freq = counts / counts.sum(1, keepdim=True)
+    assert torch.all(counts[probs == 0] == 0)  # never a zero-weight (same-label) column
+    assert (freq - probs).abs().max() < 0.05
+
+
+def test_relation_loss_matches_a_direct_computation():
+    emb, labels = _clustered(n_per_class=3, classes=3, dim=5, seed=4)
+    a, p, n = sample_triplets(emb, labels, "random", torch.Generator().manual_seed(9))
+    e = F.normalize(emb, dim=1)
+    expected = F.relu((e[a] - e[p]).norm(dim=1) - (e[a] - e[n]).norm(dim=1) + 0.2).mean()
+    got = relation_loss(emb, labels, emb, "random", generator=torch.Generator().manual_seed(9))
+    assert torch.allclose(got, expected, atol=1e-5)

@@ -76,17 +76,20 @@ def sample_triplets(sampling_embedding: torch.Tensor, labels: torch.Tensor, samp
         return None
     probs = negative_probabilities(sampling_embedding, labels, sampler)
     anchors = pairs[:, 0]
-    row = probs[anchors]
-    valid = row.sum(1) > 0
+    valid = probs.sum(1)[anchors] > 0
     if not bool(valid.any()):
         return None
-    anchors, positives, row = anchors[valid], pairs[valid, 1], row[valid]
-    negatives = torch.multinomial(row, 1, generator=generator).squeeze(1)
+    anchors, positives = anchors[valid], pairs[valid, 1]
+    # inverse-CDF sampling from each anchor's row (one cumsum per anchor, not per pair)
+    cdf = probs.cumsum(1)[anchors]
+    u = torch.rand(anchors.shape[0], 1, device=cdf.device, generator=generator) * cdf[:, -1:]
+    negatives = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=n - 1)
     return anchors, positives, negatives
 
 
-def _pairwise(e: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    return ((e[i] - e[j]).pow(2).sum(1) + 1e-12).sqrt()
+def unit_distances(e: torch.Tensor) -> torch.Tensor:
+    """(N, N) Euclidean distances between rows of an L2-normalised matrix (safe gradient at 0)."""
+    return (2.0 - 2.0 * (e @ e.T)).clamp(min=1e-12).sqrt()
 
 
 def relation_loss(embeddings: torch.Tensor | list[torch.Tensor], labels: torch.Tensor,
@@ -106,8 +109,8 @@ def relation_loss(embeddings: torch.Tensor | list[torch.Tensor], labels: torch.T
     a, p, n = triplets
     total = torch.zeros((), device=device)
     for emb in layers:
-        e = F.normalize(pool_map(emb).float(), dim=1)
-        d_ap, d_an = _pairwise(e, a, p), _pairwise(e, a, n)
+        dist = unit_distances(F.normalize(pool_map(emb).float(), dim=1))
+        d_ap, d_an = dist[a, p], dist[a, n]
         if inverse:
             d_ap, d_an = d_an, d_ap
         total = total + F.relu(d_ap - d_an + margin).mean()
