@@ -41,9 +41,9 @@ class DistillConfig:
     student: str = _opt("tinycnn", "student architecture")
     method: str = _opt("rgal", "data-free method", choices=("rgal",))
     # schedule
-    epochs: int = _opt(30, "synthesis + student phases", lo=1)
-    g_steps: int = _opt(30, "generator steps per synthesis phase", lo=1)
-    kd_steps: int = _opt(60, "student steps per epoch", lo=1)
+    epochs: int = _opt(35, "synthesis + student phases", lo=1)
+    g_steps: int = _opt(15, "generator steps per synthesis phase", lo=1)
+    kd_steps: int = _opt(50, "student steps per epoch", lo=1)
     batch_size: int = _opt(128, "pool images per student step (x2 views with pair sampling)", lo=1)
     synthesis_batch_size: int = _opt(128, "images per synthesis phase", lo=2)
     # optimisation
@@ -62,9 +62,9 @@ class DistillConfig:
                             choices=("focal", "distance", "random"))
     syn_relation_feature: str = _opt("last_stage", "student feature for the synthesis relation",
                                      choices=("last_stage", "penultimate"))
-    reset_generator: bool = _opt(True, "re-initialise the generator every synthesis phase")
+    reset_generator: bool = _opt(False, "re-initialise the generator every synthesis phase")
     nz: int = _opt(256, "generator latent size", lo=1)
-    ngf: int = _opt(64, "generator width", lo=1)
+    ngf: int = _opt(32, "generator width", lo=1)
     # student losses
     tau: float = _opt(20.0, "KD temperature", lo=0, lo_open=True)
     w_cd: float = _opt(0.1, "weight of the pooled-feature L2 (cd) loss", lo=0)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .init import init_zoo_weights
 from .registry import register_model
 
 
@@ -50,12 +51,7 @@ class CifarResNet(nn.Module):
         self.layer2 = self._stage(widths[2], n, 2)
         self.layer3 = self._stage(widths[3], n, 2)
         self.fc = nn.Linear(widths[3], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_zoo_weights(self)
 
     def _stage(self, cout: int, n: int, stride: int) -> nn.Sequential:
         blocks = []

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .init import init_zoo_weights
 from .registry import register_model
 
 # Output widths of the convs of each of the five blocks.
@@ -44,17 +43,7 @@ class VGG(nn.Module):
         self.block0, self.block1, self.block2, self.block3, self.block4 = (
             _block(cin, widths) for cin, widths in zip(cins, cfg, strict=True))
         self.classifier = nn.Linear(cfg[-1][-1], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_zoo_weights(self, linear_std=0.01, zero_linear_bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.shape[2]
