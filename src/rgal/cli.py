@@ -32,7 +32,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One `--key VALUE` flag per DistillConfig field (typed and checked later)."""
     for f in fields(DistillConfig):
         p.add_argument(_flag(f.name), dest=f.name, default=None, metavar="V",
-                       help=f.metadata.get("help", ""))
+                       help=f"{f.metadata.get('help', '')} (default: {f.default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
