@@ -158,6 +158,9 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     meta = {"model": args.model, "dataset": args.dataset, "test_acc": result["final_acc"],
             "epochs": args.epochs, "train_s": round(result["wall_s"], 1),
             "params": sum(p.numel() for p in model.parameters()),
+            "command": (f"rgal train-teacher --dataset {args.dataset} --model {args.model} "
+                        f"--epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr} "
+                        f"--weight-decay {args.weight_decay} --seed {args.seed}"),
             "torch": torch.__version__}
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"test accuracy: {result['final_acc']:.2f}%  ({args.model} on {args.dataset}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -93,4 +94,7 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | Path
         save_file(sd, str(tmp))
     else:
         torch.save({"state_dict": sd}, tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; give the user's usual mode
     tmp.replace(path)
