@@ -41,11 +41,13 @@ class DistillConfig:
     student: str = _opt("tinycnn", "student architecture")
     method: str = _opt("rgal", "data-free method", choices=("rgal",))
     # schedule
-    epochs: int = _opt(35, "synthesis + student phases", lo=1)
-    g_steps: int = _opt(15, "generator steps per synthesis phase", lo=1)
-    kd_steps: int = _opt(50, "student steps per epoch", lo=1)
-    batch_size: int = _opt(128, "pool images per student step (x2 views with pair sampling)", lo=1)
-    synthesis_batch_size: int = _opt(128, "images per synthesis phase", lo=2)
+    epochs: int = _opt(35, "synthesis + student phases", lo=1, hi=100_000)
+    g_steps: int = _opt(15, "generator steps per synthesis phase", lo=1, hi=1_000_000)
+    kd_steps: int = _opt(50, "student steps per epoch", lo=1, hi=1_000_000)
+    batch_size: int = _opt(128, "pool images per student step (x2 views with pair sampling)", lo=1,
+                          hi=65_536)
+    synthesis_batch_size: int = _opt(128, "images per synthesis phase", lo=2,
+                                    hi=65_536)
     # optimisation
     lr: float = _opt(0.1, "student SGD learning rate", lo=0, lo_open=True)
     momentum: float = _opt(0.9, "student SGD momentum", lo=0, hi=1)
@@ -63,12 +65,12 @@ class DistillConfig:
     syn_relation_feature: str = _opt("last_stage", "student feature for the synthesis relation",
                                      choices=("last_stage", "penultimate"))
     reset_generator: bool = _opt(False, "re-initialise the generator every synthesis phase")
-    nz: int = _opt(256, "generator latent size", lo=1)
-    ngf: int = _opt(32, "generator width", lo=1)
+    nz: int = _opt(256, "generator latent size", lo=1, hi=65_536)
+    ngf: int = _opt(32, "generator width", lo=1, hi=4096)
     # student losses
     tau: float = _opt(20.0, "KD temperature", lo=0, lo_open=True)
     w_cd: float = _opt(0.1, "weight of the pooled-feature L2 (cd) loss", lo=0)
-    cd_start_stage: int = _opt(1, "first stage (0-based) used by the cd loss", lo=0)
+    cd_start_stage: int = _opt(1, "first stage (0-based) used by the cd loss", lo=0, hi=64)
     w_stri: float = _opt(0.1, "weight of the student relation loss", lo=0)
     stu_sampler: str = _opt("distance", "negative sampler in the student phase",
                             choices=("focal", "distance", "random"))
@@ -76,9 +78,9 @@ class DistillConfig:
     margin: float = _opt(0.2, "triplet margin", lo=0)
     # run
     out: str = _opt("runs/demo", "output folder")
-    seed: int = _opt(0, "random seed", lo=0)
+    seed: int = _opt(0, "random seed", lo=0, hi=2**31 - 1)
     device: str = _opt("auto", "auto, cpu, cuda, cuda:1, mps")
-    eval_batch_size: int = _opt(1000, "test-set batch size", lo=1)
+    eval_batch_size: int = _opt(1000, "test-set batch size", lo=1, hi=65_536)
     export_synthetic: bool = _opt(False, "write the final synthetic pool to out/synthetic.safetensors")
     grid_every: int = _opt(1, "write a synthetic-image grid every N epochs (0: never)", lo=0)
     progress: bool = _opt(True, "show progress bars")
