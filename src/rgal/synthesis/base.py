@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -38,19 +40,15 @@ class Synthesizer(nn.Module):
         raise NotImplementedError
 
 
-class frozen_student:
-    """Context: the student in eval mode without parameter gradients, restored on exit."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> nn.Module:
-        self._mode = self.model.training
-        self._grads = [p.requires_grad for p in self.model.parameters()]
-        self.model.eval().requires_grad_(False)
-        return self.model
-
-    def __exit__(self, *exc) -> None:
-        for p, g in zip(self.model.parameters(), self._grads, strict=True):
-            p.requires_grad_(g)
-        self.model.train(self._mode)
+@contextmanager
+def frozen_student(model: nn.Module) -> Iterator[nn.Module]:
+    """The student in eval mode without parameter gradients; mode and flags restored on exit."""
+    mode = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(mode)
