@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .config import BUILTIN_TEACHER, ConfigError, DistillConfig, build_config, load_yaml, parse_set
+from .config import ConfigError, DistillConfig, build_config, load_yaml, parse_set
 
 
 class UsageError(Exception):
@@ -119,10 +119,7 @@ def _dataset_and_model(dataset: str, data_root: str | None, model: str, role: st
     from .data.datasets import describe_dataset
     from .train.prepare import build_model
 
-    try:
-        info = describe_dataset(dataset, data_root)
-    except KeyError as e:
-        raise ConfigError(str(e.args[0]) if e.args else str(e)) from None
+    info = describe_dataset(dataset, data_root)
     return info, build_model(model, info, role)
 
 
@@ -173,16 +170,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .data.augment import Normalize
     from .data.datasets import load_dataset
     from .train.evaluate import evaluate
-    from .train.prepare import builtin_teacher_record, load_model_weights
+    from .train.prepare import load_model_weights, resolve_weights_path
     from .utils import resolve_device
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     info, model = _dataset_and_model(args.dataset, args.data_root, args.model, "model")
-    weights = args.weights
-    if weights == BUILTIN_TEACHER:
-        weights = builtin_teacher_record(args.dataset, args.model)["path"]
-    load_model_weights(model, weights, "model")
+    load_model_weights(model, resolve_weights_path(args.weights, args.dataset, args.model),
+                       "model")
     test = load_dataset(args.dataset, args.data_root, train=False, download=not args.no_download)
     model.to(resolve_device(args.device))
     t0 = time.time()

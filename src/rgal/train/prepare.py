@@ -34,6 +34,13 @@ def builtin_teacher_record(dataset: str, model: str) -> dict:
     return {"path": str(path), **meta}
 
 
+def resolve_weights_path(weights: str, dataset: str, model: str) -> str:
+    """`builtin` -> the shipped weights file for this dataset/model; any other value as is."""
+    if weights == BUILTIN_TEACHER:
+        return builtin_teacher_record(dataset, model)["path"]
+    return weights
+
+
 def check_model_name(name: str, role: str) -> None:
     """Raise ConfigError for a model name the registry does not know."""
     if name not in list_models():
@@ -77,10 +84,7 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
 
 def prepare_distillation(cfg: DistillConfig, overwrite: bool = False) -> DistillSetup:
     """Validate every input of a distillation run and build its models and test split."""
-    try:
-        info = describe_dataset(cfg.dataset, cfg.data_root)
-    except KeyError as e:
-        raise ConfigError(str(e.args[0]) if e.args else str(e)) from None
+    info = describe_dataset(cfg.dataset, cfg.data_root)
     check_model_name(cfg.teacher, "teacher")
     check_model_name(cfg.student, "student")
     device = resolve_device(cfg.device)
@@ -88,10 +92,8 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False) -> Distill
     out = Path(cfg.out)
     check_output_dir(out, overwrite)
     teacher = build_model(cfg.teacher, info, "teacher")
-    weights = cfg.teacher_weights
-    if weights == BUILTIN_TEACHER:
-        weights = builtin_teacher_record(cfg.dataset, cfg.teacher)["path"]
-    load_model_weights(teacher, weights, "teacher")
+    load_model_weights(teacher, resolve_weights_path(cfg.teacher_weights, cfg.dataset,
+                                                     cfg.teacher), "teacher")
     if not find_batchnorms(teacher):
         raise ConfigError(f"teacher {cfg.teacher} has no BatchNorm layer; method {cfg.method} "
                           "needs BN statistics")
