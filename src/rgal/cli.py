@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, DistillConfig, build_config, load_yaml, parse_set
+from .config import ConfigError, DistillConfig, load_yaml, parse_set
 
 
 class UsageError(Exception):
@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key; repeatable")
     d.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    d.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (its config is the "
+                        "base; flags that differ are refused unless --allow-config-change)")
+    d.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: continue with changed settings (e.g. a lower --lr)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_config_flags(d)
 
@@ -75,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def distill_config(args: argparse.Namespace) -> DistillConfig:
-    """Defaults <- --config YAML <- explicit flags <- --set overrides."""
+def distill_layers(args: argparse.Namespace) -> list[dict]:
+    """The config layers of the command line: --config YAML, explicit flags, --set overrides."""
     file_layer = load_yaml(args.config) if args.config else {}
     flag_layer = {f.name: getattr(args, f.name) for f in fields(DistillConfig)
                   if getattr(args, f.name) is not None}
@@ -84,16 +89,22 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
     set_layer = parse_set(args.set)
     if args.no_progress:
         set_layer["progress"] = False
-    return build_config(DistillConfig, file_layer, flag_layer, set_layer)
+    return [file_layer, flag_layer, set_layer]
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
     """Run `rgal distill`."""
     from .train.distill import run_distillation
-    from .train.prepare import prepare_distillation
+    from .train.prepare import config_for_run, prepare_distillation
 
-    cfg = distill_config(args)
-    setup = prepare_distillation(cfg, overwrite=args.overwrite)
+    if args.allow_config_change and not args.resume:
+        raise UsageError("--allow-config-change only applies with --resume")
+    cfg, state = config_for_run(distill_layers(args), resume=args.resume,
+                                allow_change=args.allow_config_change)
+    setup = prepare_distillation(cfg, overwrite=args.overwrite, resume_state=state,
+                                 resume=args.resume)
+    if args.resume and state is None:
+        print(f"rgal: no checkpoint in {cfg.out}; starting from epoch 1", file=sys.stderr)
     summary = run_distillation(setup)
     _print_table([
         ("teacher", f"{cfg.teacher} ({summary['teacher_params'] / 1e6:.2f}M params)"),
@@ -193,7 +204,9 @@ COMMANDS = {"distill": cmd_distill, "train-teacher": cmd_train_teacher, "eval": 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input, with a one-line message)."""
     from .data.base import DatasetError
+    from .losses import NonFiniteLoss
     from .models.weights import WeightsError
+    from .train.distill import RunInterrupted
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
@@ -209,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(msg.split())
         print(f"rgal: error: {msg}", file=sys.stderr)
         return 2
+    except NonFiniteLoss as e:
+        print(f"rgal: error: {e}; the last good checkpoint is kept: continue with --resume "
+              "--allow-config-change and safer settings (e.g. a lower --lr)", file=sys.stderr)
+        return 1
+    except RunInterrupted as e:
+        print(f"rgal: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("rgal: interrupted", file=sys.stderr)
         return 130

@@ -143,13 +143,12 @@ def load_idx_split(root: str | Path, train: bool, num_classes: int | None = None
 
 
 def find_idx_folder(name: str, root: str | Path | None, train: bool) -> Path | None:
-    """First folder among `root`, `root/<name>`, the system copy and the cache holding a split."""
-    candidates: list[Path] = []
+    """The folder holding a split: `root` or `root/<name>` if a root is given (nothing else, so
+    an incomplete folder is reported, not silently replaced); else the system copy, the cache."""
     if root is not None:
-        candidates += [Path(root), Path(root) / name]
-    if name in SYSTEM_DATASET_DIRS:
-        candidates.append(SYSTEM_DATASET_DIRS[name])
-    if root is None:
+        candidates = [Path(root), Path(root) / name]
+    else:
+        candidates = [SYSTEM_DATASET_DIRS[name]] if name in SYSTEM_DATASET_DIRS else []
         candidates.append(default_root(name))
     for cand in candidates:
         if all(_find(cand, stem) for stem in _IDX_FILES[train]):
@@ -189,7 +188,7 @@ def load_dataset(name: str, root: str | Path | None = None, train: bool = True,
         dest = Path(root) if root is not None else default_root(name)
         if not download:
             searched = [str(dest)] + ([str(SYSTEM_DATASET_DIRS[name])]
-                                      if name in SYSTEM_DATASET_DIRS else [])
+                                      if root is None and name in SYSTEM_DATASET_DIRS else [])
             raise DatasetError(f"dataset {name!r} not found under {', '.join(searched)} "
                                f"(download disabled)")
         folder = download_idx_split(name, dest, train)

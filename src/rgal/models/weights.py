@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -12,6 +11,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from ..utils import atomic_path
 
 
 class WeightsError(ValueError):
@@ -35,6 +36,23 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def safe_torch_load(path: Path, error: type[Exception] | None = None) -> object:
+    """`torch.load(weights_only=True)`: tensors and plain containers only, pickle code refused."""
+    error = error or WeightsError
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" (it references {found.group(1)})" if found else ""
+        if "Weights only load failed" in text:
+            raise error(f"{path}: refused: the file holds executable pickle content, "
+                        f"not only tensors{what}; it was not loaded") from e
+        raise error(f"{path}: not a readable torch file (corrupt pickle)") from e
+    except Exception as e:  # torch raises many types for garbage input
+        raise error(f"{path}: not a readable torch file ({type(e).__name__})") from e
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from `.safetensors`, or from a torch file with `weights_only=True`."""
     path = Path(path)
@@ -45,19 +63,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return _unwrap(load_file(str(path)), path)
         except (SafetensorError, OSError, ValueError) as e:
             raise WeightsError(f"{path}: not a valid safetensors file ({e})") from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        what = f" (it references {found.group(1)})" if found else ""
-        if "Weights only load failed" in text:
-            raise WeightsError(f"{path}: refused: the file holds executable pickle content, "
-                               f"not only tensors{what}; it was not loaded") from e
-        raise WeightsError(f"{path}: not a readable torch checkpoint (corrupt pickle)") from e
-    except Exception as e:  # torch raises many types for garbage input
-        raise WeightsError(f"{path}: not a readable torch checkpoint "
-                           f"({type(e).__name__})") from e
+    obj = safe_torch_load(path, WeightsError)
     return _unwrap(obj, path)
 
 
@@ -88,13 +94,8 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | Path
     sd = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".safetensors":
-        save_file(sd, str(tmp))
-    else:
-        torch.save({"state_dict": sd}, tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; give the user's usual mode
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            save_file(sd, str(tmp))
+        else:
+            torch.save({"state_dict": sd}, tmp)

@@ -35,6 +35,17 @@ class Synthesizer(nn.Module):
         self.teacher.model.eval()
         return self
 
+    def run_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint must keep to continue synthesis exactly (teacher/student excluded)."""
+        return {k: v for k, v in self.state_dict().items()
+                if not k.startswith(("teacher.", "student."))}
+
+    def load_run_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `run_state` returned."""
+        own = self.state_dict()
+        own.update(state)
+        self.load_state_dict(own)
+
     def synthesize(self) -> SynthesisResult:  # pragma: no cover - interface
         """Run one synthesis phase."""
         raise NotImplementedError

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.augment import Augment
-from ..losses import BNStatistics, adversarial_loss, relation_loss
+from ..losses import BNStatistics, FiniteWatch, adversarial_loss, relation_loss
 from ..models.features import FeatureExtractor
 from ..models.generator import Generator
 from .base import SynthesisResult, Synthesizer, frozen_student
@@ -61,10 +61,11 @@ class RGALSynthesizer(Synthesizer):
         best_x = torch.zeros(self.batch_size, self.generator.channels, self.generator.img_size,
                              self.generator.img_size, device=device)
         sums: dict[str, torch.Tensor] = {}
+        watch = FiniteWatch("synthesis")
         if self.bn_stats:
             self.bn_stats.enabled = True
         with frozen_student(self.student.model):
-            for _ in tqdm(range(self.g_steps), desc="synthesis", leave=False,
+            for step in tqdm(range(self.g_steps), desc="synthesis", leave=False,
                           disable=not self.progress):
                 x = self.generator(z)
                 v = self.augment(x)
@@ -89,6 +90,7 @@ class RGALSynthesizer(Synthesizer):
                     best_cost = torch.where(better, loss, best_cost)
                     best_x = torch.where(better, x.detach(), best_x)
                     terms["loss_syn"] = loss
+                    watch.update(step, terms)
                     for k, val in terms.items():
                         sums[k] = sums.get(k, 0.0) + val.detach()
                 opt.zero_grad(set_to_none=True)
@@ -96,5 +98,6 @@ class RGALSynthesizer(Synthesizer):
                 opt.step()
         if self.bn_stats:
             self.bn_stats.enabled = False
+        watch.check()
         losses = {k: float(v) / self.g_steps for k, v in sums.items()}
         return SynthesisResult(best_x, y, losses)

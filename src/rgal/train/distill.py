@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,11 +17,13 @@ from tqdm.auto import tqdm
 from ..config import DistillConfig
 from ..data.augment import Augment
 from ..data.datasets import DatasetInfo, ImageTensors
+from ..losses import FiniteWatch, NonFiniteLoss
 from ..models.features import FeatureExtractor, freeze, num_stage_channels
 from ..models.generator import Generator
 from ..models.weights import save_weights
 from ..synthesis import ImagePool, RGALSynthesizer
-from ..utils import seed_everything
+from ..utils import atomic_path, rng_state, seed_everything, set_rng_state
+from .checkpoint import CHECKPOINT, save_checkpoint
 from .evaluate import evaluate
 from .report import plot_curves, save_grid
 from .student import FeatureProjector, StudentPhase, paired_stages
@@ -36,10 +40,50 @@ class DistillSetup:
     test: ImageTensors
     device: torch.device
     out: Path
+    resume_state: dict | None = None
 
 
 RUN_OUTPUTS = ("metrics.jsonl", "summary.json", "student.safetensors", "student_best.safetensors",
-               "accuracy.png", "synthetic.safetensors")
+               "accuracy.png", "synthetic.safetensors", CHECKPOINT)
+TIMING_KEYS = ("synthesis_s", "distill_s", "eval_s", "elapsed_s")
+
+
+class RunInterrupted(Exception):
+    """SIGTERM/SIGINT stopped the run after a checkpoint of its exact position was written."""
+
+    def __init__(self, signum: int, epoch: int, step: int, path: Path) -> None:
+        super().__init__(signum, epoch, step, path)
+        self.signum, self.epoch, self.step, self.path = signum, epoch, step, path
+
+    def __str__(self) -> str:
+        where = (f"epoch {self.epoch}, after student step {self.step}" if self.step > 0
+                 else f"epoch {self.epoch}, after synthesis" if self.step == 0
+                 else f"the end of epoch {self.epoch}")
+        return (f"stopped by {signal.Signals(self.signum).name} at {where}; checkpoint "
+                f"{self.path}; continue with --resume")
+
+
+class _StopSignals:
+    """While active, the first SIGTERM/SIGINT only sets `signum`; a second SIGINT stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 def clear_run_outputs(out: Path) -> None:
@@ -54,102 +98,211 @@ def _mean(values: list[torch.Tensor]) -> float:
     return float(torch.stack(values).mean()) if values else 0.0
 
 
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+
+
+class _Run:
+    """The objects of one distillation run and the state a checkpoint must carry."""
+
+    def __init__(self, setup: DistillSetup) -> None:
+        cfg, info, device = setup.cfg, setup.info, setup.device
+        self.setup, self.cfg, self.info, self.device = setup, cfg, info, device
+        self.teacher = freeze(setup.teacher.to(device))
+        self.student = setup.student.to(device)
+        self.augment = Augment(info.mean, info.std, info.crop_padding, info.hflip).to(device)
+        t_ext, s_ext = FeatureExtractor(self.teacher), FeatureExtractor(self.student)
+        in_shape = (info.channels, info.image_size, info.image_size)
+        t_ch, _ = num_stage_channels(self.teacher, t_ext, in_shape, device)
+        s_ch, _ = num_stage_channels(self.student, s_ext, in_shape, device)
+        pairs = paired_stages(len(s_ch), len(t_ch), cfg.cd_start_stage)
+        self.projector = FeatureProjector([s_ch[i] for i in pairs[0]],
+                                          [t_ch[j] for j in pairs[1]]).to(device)
+        generator = Generator(cfg.nz, cfg.ngf, info.image_size, info.channels).to(device)
+        self.synthesizer = RGALSynthesizer(
+            t_ext, s_ext, generator, self.augment, info.num_classes,
+            batch_size=cfg.synthesis_batch_size, g_steps=cfg.g_steps, lr_g=cfg.lr_g,
+            w_bn=cfg.w_bn, w_oh=cfg.w_oh, w_adv=cfg.w_adv, w_tri=cfg.w_tri,
+            direction=cfg.relation_direction, sampler=cfg.syn_sampler, margin=cfg.margin,
+            relation_feature=cfg.syn_relation_feature, reset_generator=cfg.reset_generator,
+            progress=cfg.progress)
+        params = list(self.student.parameters()) + list(self.projector.parameters())
+        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer,
+                                                                    T_max=cfg.epochs)
+        self.phase = StudentPhase(t_ext, s_ext, self.augment, self.optimizer, self.projector,
+                                  pairs, batch_size=cfg.batch_size, tau=cfg.tau, w_cd=cfg.w_cd,
+                                  w_stri=cfg.w_stri, sampler=cfg.stu_sampler, margin=cfg.margin,
+                                  pair_sampling=cfg.pair_sampling)
+        self.pool = ImagePool(info.channels, info.image_size, device)
+        self.teacher_acc = 0.0
+        self.epoch = 0  # last completed epoch
+        self.history: list[dict] = []
+        self.best_acc, self.best_epoch = -1.0, 0
+        self.elapsed_before = 0.0  # wall time of earlier (interrupted) segments
+        self.partial: dict | None = None  # position inside an epoch, for a signal checkpoint
+
+    def state(self, elapsed: float) -> dict:
+        """Everything needed to continue the run exactly."""
+        return {"config": self.cfg.to_dict(), "epoch": self.epoch,
+                "student": self.student.state_dict(), "projector": self.projector.state_dict(),
+                "synthesizer": self.synthesizer.run_state(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "pool": self.pool.state_dict(),
+                "rng": rng_state(), "teacher_acc": self.teacher_acc, "best_acc": self.best_acc,
+                "best_epoch": self.best_epoch, "history": self.history, "elapsed_s": elapsed,
+                "partial": self.partial}
+
+    def load(self, state: dict) -> None:
+        """Restore a checkpoint; settings changed on resume take effect from here on."""
+        cfg = self.cfg
+        self.student.load_state_dict(state["student"])
+        self.projector.load_state_dict(state["projector"])
+        self.synthesizer.load_run_state(state["synthesizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.T_max = cfg.epochs
+        self.scheduler.base_lrs = [cfg.lr for _ in self.scheduler.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler._get_closed_form_lr(),
+                             strict=True):
+            group.update(lr=lr, initial_lr=cfg.lr, momentum=cfg.momentum,
+                         weight_decay=cfg.weight_decay)
+        self.pool.load_state_dict(state["pool"])
+        self.teacher_acc = state["teacher_acc"]
+        self.epoch, self.history = state["epoch"], list(state["history"])
+        self.best_acc, self.best_epoch = state["best_acc"], state["best_epoch"]
+        self.elapsed_before = state["elapsed_s"]
+        self.partial = state["partial"]
+        set_rng_state(state["rng"])
+
+
 def run_distillation(setup: DistillSetup,
                      log: Callable[[str], None] = tqdm.write) -> dict:
-    """Run every epoch, write the outputs under `setup.out`, return the summary."""
-    cfg, info, device, out = setup.cfg, setup.info, setup.device, setup.out
+    """Run (or resume) every epoch, checkpointing each; write the outputs, return the summary."""
+    cfg, info, out = setup.cfg, setup.info, setup.out
     t_start = time.time()
     seed_everything(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
-    clear_run_outputs(out)
     (out / "grids").mkdir(exist_ok=True)
-    teacher = freeze(setup.teacher.to(device))
-    student = setup.student.to(device)
-    augment = Augment(info.mean, info.std, info.crop_padding, info.hflip).to(device)
-    t_ext, s_ext = FeatureExtractor(teacher), FeatureExtractor(student)
-    in_shape = (info.channels, info.image_size, info.image_size)
-    t_ch, _ = num_stage_channels(teacher, t_ext, in_shape, device)
-    s_ch, _ = num_stage_channels(student, s_ext, in_shape, device)
-    pairs = paired_stages(len(s_ch), len(t_ch), cfg.cd_start_stage)
-    projector = FeatureProjector([s_ch[i] for i in pairs[0]],
-                                 [t_ch[j] for j in pairs[1]]).to(device)
+    run = _Run(setup)
+    if setup.resume_state is not None:
+        run.load(setup.resume_state)
+        setup.resume_state = None
+        where = (f"epoch {run.partial['epoch']}, student step {run.partial['kd_done']}"
+                 if run.partial else f"the end of epoch {run.epoch}")
+        log(f"resuming {out} from {where}")
+    else:
+        clear_run_outputs(out)
+        run.teacher_acc = evaluate(run.teacher, setup.test, run.augment.normalize,
+                                   cfg.eval_batch_size)
+        log(f"teacher {cfg.teacher}: {run.teacher_acc:.2f}% on the {info.name} test set")
+    _write_metrics(out / "metrics.jsonl", run.history)
 
-    teacher_acc = evaluate(teacher, setup.test, augment.normalize, cfg.eval_batch_size)
-    log(f"teacher {cfg.teacher}: {teacher_acc:.2f}% on the {info.name} test set")
+    def elapsed() -> float:
+        return run.elapsed_before + time.time() - t_start
 
-    generator = Generator(cfg.nz, cfg.ngf, info.image_size, info.channels).to(device)
-    synthesizer = RGALSynthesizer(
-        t_ext, s_ext, generator, augment, info.num_classes,
-        batch_size=cfg.synthesis_batch_size, g_steps=cfg.g_steps, lr_g=cfg.lr_g,
-        w_bn=cfg.w_bn, w_oh=cfg.w_oh, w_adv=cfg.w_adv, w_tri=cfg.w_tri,
-        direction=cfg.relation_direction, sampler=cfg.syn_sampler, margin=cfg.margin,
-        relation_feature=cfg.syn_relation_feature, reset_generator=cfg.reset_generator,
-        progress=cfg.progress)
-    params = list(student.parameters()) + list(projector.parameters())
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    phase = StudentPhase(t_ext, s_ext, augment, optimizer, projector, pairs,
-                         batch_size=cfg.batch_size, tau=cfg.tau, w_cd=cfg.w_cd,
-                         w_stri=cfg.w_stri, sampler=cfg.stu_sampler, margin=cfg.margin,
-                         pair_sampling=cfg.pair_sampling)
-    pool = ImagePool(info.channels, info.image_size, device)
+    with _StopSignals() as stop:
+        bar = tqdm(range(run.epoch + 1, cfg.epochs + 1), desc="distill",
+                   disable=not cfg.progress, initial=run.epoch, total=cfg.epochs)
+        for epoch in bar:
+            _run_epoch(run, epoch, elapsed, stop, log)
+            bar.set_postfix(acc=f"{run.history[-1]['test_acc']:.2f}",
+                            best=f"{run.best_acc:.2f}", pool=len(run.pool))
 
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.write_text("")
-    history: list[dict] = []
-    best_acc, best_epoch = -1.0, 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc="distill", disable=not cfg.progress)
-    for epoch in bar:
-        t0 = time.time()
-        result = synthesizer.synthesize()
-        pool.add(result.images, result.labels)
-        t1 = time.time()
-        student.train()
-        terms: dict[str, list[torch.Tensor]] = {}
-        for _ in tqdm(range(cfg.kd_steps), desc="student", leave=False,
-                      disable=not cfg.progress):
-            for k, v in phase.step(pool).items():
-                terms.setdefault(k, []).append(v)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        t2 = time.time()
-        acc = evaluate(student, setup.test, augment.normalize, cfg.eval_batch_size)
-        t3 = time.time()
-        if acc > best_acc:
-            best_acc, best_epoch = acc, epoch
-            save_weights(student, out / "student_best.safetensors")
-        if cfg.grid_every and (epoch % cfg.grid_every == 0 or epoch == cfg.epochs):
-            save_grid(out / "grids" / f"epoch_{epoch:03d}.png", result.images, result.labels,
-                      info.classes)
-        record = {"epoch": epoch, "test_acc": round(acc, 4), **result.losses,
-                  **{k: _mean(v) for k, v in terms.items()}, "lr": lr,
-                  "pool_size": len(pool), "synthesis_s": t1 - t0, "distill_s": t2 - t1,
-                  "eval_s": t3 - t2, "elapsed_s": time.time() - t_start}
-        history.append(record)
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        bar.set_postfix(acc=f"{acc:.2f}", best=f"{best_acc:.2f}", pool=len(pool))
-        plot_curves(out / "accuracy.png",
-                    {f"student {cfg.student}": ([r["epoch"] for r in history],
-                                                [r["test_acc"] for r in history])},
-                    title=f"{cfg.method}: {cfg.teacher} -> {cfg.student} on {info.name}",
-                    hlines={f"teacher {teacher_acc:.2f}%": teacher_acc})
-
-    save_weights(student, out / "student.safetensors")
+    save_weights(run.student, out / "student.safetensors")
     if cfg.export_synthetic:
-        pool.export(out / "synthetic.safetensors")
+        run.pool.export(out / "synthetic.safetensors")
+    history = run.history
     summary = {
-        "teacher_acc": teacher_acc, "best_acc": best_acc, "best_epoch": best_epoch,
+        "teacher_acc": run.teacher_acc, "best_acc": run.best_acc, "best_epoch": run.best_epoch,
         "final_acc": history[-1]["test_acc"], "epochs": cfg.epochs,
-        "wall_s": time.time() - t_start,
+        "wall_s": elapsed(),
         "synthesis_s": sum(r["synthesis_s"] for r in history),
         "distill_s": sum(r["distill_s"] for r in history),
         "eval_s": sum(r["eval_s"] for r in history),
-        "images_synthesized": len(pool),
-        "student_params": sum(p.numel() for p in student.parameters()),
-        "teacher_params": sum(p.numel() for p in teacher.parameters()),
-        "device": str(device), "config": cfg.to_dict(),
+        "images_synthesized": len(run.pool),
+        "student_params": sum(p.numel() for p in run.student.parameters()),
+        "teacher_params": sum(p.numel() for p in run.teacher.parameters()),
+        "device": str(setup.device), "config": cfg.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopSignals,
+               log: Callable[[str], None]) -> None:
+    """Synthesis phase, student phase, evaluation, outputs and checkpoint of one epoch.
+
+    A pending stop signal is honoured after the synthesis phase and after every student step:
+    the exact position is checkpointed and RunInterrupted raised.
+    """
+    cfg, out = run.cfg, run.setup.out
+    ckpt_path = out / CHECKPOINT
+
+    def checkpoint_here(part: dict, step: int) -> None:
+        if stop.signum is not None:
+            run.partial = part
+            save_checkpoint(ckpt_path, run.state(elapsed()))
+            raise RunInterrupted(stop.signum, epoch, step, ckpt_path)
+
+    try:
+        part = run.partial if run.partial and run.partial["epoch"] == epoch else None
+        if part is None:
+            t0 = time.time()
+            result = run.synthesizer.synthesize()
+            run.pool.add(result.images, result.labels)
+            part = {"epoch": epoch, "kd_done": 0, "images": result.images.detach().cpu(),
+                    "labels": result.labels.cpu(), "syn_losses": result.losses,
+                    "synthesis_s": time.time() - t0, "distill_s": 0.0, "terms": {},
+                    "lr": run.optimizer.param_groups[0]["lr"]}
+            checkpoint_here(part, 0)
+        run.student.train()
+        terms = {k: list(v.to(run.device)) for k, v in part["terms"].items()}
+        watch = FiniteWatch("student")
+        t1 = time.time()
+        for step in tqdm(range(part["kd_done"], cfg.kd_steps), desc="student", leave=False,
+                         disable=not cfg.progress, initial=part["kd_done"], total=cfg.kd_steps):
+            step_terms = run.phase.step(run.pool)
+            watch.update(step, step_terms)
+            for k, v in step_terms.items():
+                terms.setdefault(k, []).append(v)
+            if stop.signum is not None:
+                watch.check()
+                checkpoint_here({**part, "kd_done": step + 1,
+                                 "distill_s": part["distill_s"] + time.time() - t1,
+                                 "terms": {k: torch.stack(v).cpu() for k, v in terms.items()}},
+                                step + 1)
+        watch.check()
+    except NonFiniteLoss as e:
+        e.epoch = epoch
+        raise
+    run.partial = None
+    run.scheduler.step()
+    t2 = time.time()
+    acc = evaluate(run.student, run.setup.test, run.augment.normalize, cfg.eval_batch_size)
+    t3 = time.time()
+    if acc > run.best_acc:
+        run.best_acc, run.best_epoch = acc, epoch
+        save_weights(run.student, out / "student_best.safetensors")
+    if cfg.grid_every and (epoch % cfg.grid_every == 0 or epoch == cfg.epochs):
+        save_grid(out / "grids" / f"epoch_{epoch:03d}.png", part["images"], part["labels"],
+                  run.info.classes)
+    record = {"epoch": epoch, "test_acc": round(acc, 4), **part["syn_losses"],
+              **{k: _mean(v) for k, v in terms.items()}, "lr": part["lr"],
+              "pool_size": len(run.pool), "synthesis_s": part["synthesis_s"],
+              "distill_s": part["distill_s"] + t2 - t1, "eval_s": t3 - t2,
+              "elapsed_s": elapsed()}
+    run.history.append(record)
+    run.epoch = epoch
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    plot_curves(out / "accuracy.png",
+                {f"student {cfg.student}": ([r["epoch"] for r in run.history],
+                                            [r["test_acc"] for r in run.history])},
+                title=f"{cfg.method}: {cfg.teacher} -> {cfg.student} on {run.info.name}",
+                hlines={f"teacher {run.teacher_acc:.2f}%": run.teacher_acc})
+    save_checkpoint(ckpt_path, run.state(elapsed()))
+    if stop.signum is not None:
+        raise RunInterrupted(stop.signum, epoch, -1, ckpt_path)

@@ -6,17 +6,23 @@ Everything here runs before any training, so that bad input fails fast and write
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from ..config import BUILTIN_TEACHER, ConfigError, DistillConfig
+from ..config import BUILTIN_TEACHER, ConfigError, DistillConfig, build_config
 from ..data.datasets import DatasetInfo, describe_dataset, load_dataset
 from ..models import create_model, list_models
 from ..models.features import find_batchnorms
 from ..models.weights import WeightsError, load_weights
 from ..utils import resolve_device, seed_everything
+from .checkpoint import CHECKPOINT, CheckpointError, check_resumable, load_checkpoint
 from .distill import RUN_OUTPUTS, DistillSetup
+
+MIN_FREE_BYTES = 64 * 2**20
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 BUILTIN_TEACHERS = {("fashion-mnist", "smallcnn"): WEIGHTS_DIR / "fmnist_smallcnn.safetensors"}
@@ -64,15 +70,16 @@ def load_model_weights(model: nn.Module, path: str, role: str) -> nn.Module:
         raise WeightsError(f"{role} weights: {msg}") from e
 
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a folder that already holds a run (unless overwriting) or cannot be written."""
+def check_output_dir(out: Path, overwrite: bool, need_bytes: int = 0) -> None:
+    """Refuse a folder that holds a run (unless overwriting/resuming), is not writable or full."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} exists and is not a folder")
     if out.is_dir() and not overwrite:
         found = [m for m in RUN_OUTPUTS if (out / m).exists()]
         if found:
             raise ConfigError(f"output folder {out} already holds a run ({found[0]}); "
-                              "pass --overwrite or choose another --out")
+                              "pass --resume to continue it, --overwrite to replace it, "
+                              "or choose another --out")
     probe_dir = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
     probe = probe_dir / ".rgal-write-test"
     try:
@@ -80,9 +87,44 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"output folder {out} is not writable ({e.strerror})") from None
+    free = shutil.disk_usage(probe_dir).free
+    need = max(need_bytes, MIN_FREE_BYTES)
+    if free < need:
+        raise ConfigError(f"output folder {out} has {free / 2**20:.0f} MiB free; this run needs "
+                          f"about {need / 2**20:.0f} MiB (checkpoints and outputs)")
 
 
-def prepare_distillation(cfg: DistillConfig, overwrite: bool = False) -> DistillSetup:
+def estimated_run_bytes(cfg: DistillConfig, info: DatasetInfo) -> int:
+    """Disk a run needs at its peak: the pool twice (checkpoint + its atomic copy) plus exports."""
+    pool = cfg.epochs * cfg.synthesis_batch_size * info.channels * info.image_size ** 2
+    copies = 3 if cfg.export_synthetic else 2
+    return copies * pool + MIN_FREE_BYTES
+
+
+def config_for_run(layers: list[dict[str, Any]], *, resume: bool = False,
+                   allow_change: bool = False) -> tuple[DistillConfig, dict | None]:
+    """The run's config from its layers; on resume, the checkpoint's config under the layers.
+
+    Returns the config and the checkpoint state to resume from (None: start from epoch 1).
+    """
+    cfg = build_config(DistillConfig, *layers)
+    path = Path(cfg.out) / CHECKPOINT
+    if not resume or not path.exists():
+        return cfg, None
+    state = load_checkpoint(path)
+    known = {f.name for f in fields(DistillConfig)}
+    saved = {k: v for k, v in state["config"].items() if k in known}
+    cfg = build_config(DistillConfig, saved, *layers)
+    check_resumable(saved, cfg.to_dict(), allow_change, path)
+    done = state["epoch"] + (1 if state.get("partial") else 0)
+    if cfg.epochs < done:
+        raise CheckpointError(f"cannot resume {path}: it has reached epoch {done}, "
+                              f"beyond epochs={cfg.epochs}")
+    return cfg, state
+
+
+def prepare_distillation(cfg: DistillConfig, overwrite: bool = False,
+                         resume_state: dict | None = None, resume: bool = False) -> DistillSetup:
     """Validate every input of a distillation run and build its models and test split."""
     info = describe_dataset(cfg.dataset, cfg.data_root)
     check_model_name(cfg.teacher, "teacher")
@@ -90,7 +132,9 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False) -> Distill
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     out = Path(cfg.out)
-    check_output_dir(out, overwrite)
+    if overwrite and resume:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    check_output_dir(out, overwrite or resume, estimated_run_bytes(cfg, info))
     teacher = build_model(cfg.teacher, info, "teacher")
     load_model_weights(teacher, resolve_weights_path(cfg.teacher_weights, cfg.dataset,
                                                      cfg.teacher), "teacher")
@@ -101,4 +145,4 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False) -> Distill
     test = load_dataset(cfg.dataset, cfg.data_root, train=False, download=cfg.download)
     if int(test.labels.max()) >= info.num_classes:
         raise ConfigError(f"test labels exceed the {info.num_classes} classes of {cfg.dataset}")
-    return DistillSetup(cfg, info, teacher, student, test, device, out)
+    return DistillSetup(cfg, info, teacher, student, test, device, out, resume_state)
