@@ -1,5 +1,6 @@
 """Properties of the loss terms and the negative samplers."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -187,3 +188,39 @@ def test_relation_loss_matches_a_direct_computation():
     expected = F.relu((e[a] - e[p]).norm(dim=1) - (e[a] - e[n]).norm(dim=1) + 0.2).mean()
     got = relation_loss(emb, labels, emb, "random", generator=torch.Generator().manual_seed(9))
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_finite_watch_names_the_earliest_non_finite_term_and_step():
+    from rgal.losses import FiniteWatch, NonFiniteLoss
+
+    watch = FiniteWatch("synthesis")
+    one = torch.tensor(1.0)
+    watch.update(0, {"loss_bn": one, "loss_oh": one})
+    watch.update(1, {"loss_bn": one, "loss_oh": torch.tensor(float("inf"))})
+    watch.update(2, {"loss_bn": torch.tensor(float("nan")), "loss_oh": one})
+    with pytest.raises(NonFiniteLoss) as e:
+        watch.check()
+    assert (e.value.term, e.value.step) == ("loss_oh", 2)
+    e.value.epoch = 5
+    assert str(e.value) == "loss_oh is not finite (epoch 5, synthesis step 2)"
+    watch.update(0, {"loss_bn": one})
+    watch.check()  # reset after raising: finite terms pass
+
+
+def test_synthesis_phase_stops_on_a_non_finite_loss():
+    from rgal.data.augment import Augment
+    from rgal.losses import NonFiniteLoss
+    from rgal.models import create_model
+    from rgal.models.features import FeatureExtractor
+    from rgal.models.generator import Generator
+    from rgal.synthesis import RGALSynthesizer
+
+    torch.manual_seed(0)
+    teacher, student = create_model("smallcnn", 10, 1), create_model("tinycnn", 10, 1)
+    syn = RGALSynthesizer(FeatureExtractor(teacher), FeatureExtractor(student),
+                          Generator(8, 8, 28, 1), Augment((0.5,), (0.5,), 2, False), 10,
+                          batch_size=8, g_steps=3, w_bn=float("inf"))
+    with pytest.raises(NonFiniteLoss) as e:
+        syn.synthesize()
+    assert e.value.phase == "synthesis" and e.value.step == 1
+    assert e.value.term in ("loss_bn", "loss_syn")

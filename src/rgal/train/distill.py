@@ -304,5 +304,5 @@ def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopS
                 title=f"{cfg.method}: {cfg.teacher} -> {cfg.student} on {run.info.name}",
                 hlines={f"teacher {run.teacher_acc:.2f}%": run.teacher_acc})
     save_checkpoint(ckpt_path, run.state(elapsed()))
-    if stop.signum is not None:
+    if stop.signum is not None and epoch < cfg.epochs:  # after the last epoch: just finish
         raise RunInterrupted(stop.signum, epoch, -1, ckpt_path)
