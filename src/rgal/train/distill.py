@@ -207,7 +207,7 @@ def run_distillation(setup: DistillSetup,
         bar = tqdm(range(run.epoch + 1, cfg.epochs + 1), desc="distill",
                    disable=not cfg.progress, initial=run.epoch, total=cfg.epochs)
         for epoch in bar:
-            _run_epoch(run, epoch, elapsed, stop, log)
+            _run_epoch(run, epoch, elapsed, stop)
             bar.set_postfix(acc=f"{run.history[-1]['test_acc']:.2f}",
                             best=f"{run.best_acc:.2f}", pool=len(run.pool))
 
@@ -231,8 +231,7 @@ def run_distillation(setup: DistillSetup,
     return summary
 
 
-def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopSignals,
-               log: Callable[[str], None]) -> None:
+def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopSignals) -> None:
     """Synthesis phase, student phase, evaluation, outputs and checkpoint of one epoch.
 
     A pending stop signal is honoured after the synthesis phase and after every student step:
