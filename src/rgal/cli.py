@@ -54,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_config_flags(d)
 
+    b = sub.add_parser("bench", help="compare methods/ablations on one teacher, student and "
+                                     "budget")
+    b.add_argument("--methods", default=None,
+                   help="comma-separated methods, ablations (e.g. rgal-code) or "
+                        "method:key=value;... entries (default: the whole suite)")
+    b.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 (default 2)")
+    b.add_argument("--out", required=True, help="bench folder")
+    b.add_argument("--config", help="YAML of distill keys shared by every run")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a shared distill key (e.g. epochs=20); repeatable")
+    b.add_argument("--data-root")
+    b.add_argument("--resume", action="store_true",
+                   help="continue a bench in --out: finished runs are kept, others resumed")
+    b.add_argument("--no-progress", action="store_true")
+
     t = sub.add_parser("train-teacher", help="train a classifier on real data")
     t.add_argument("--dataset", required=True)
     t.add_argument("--model", required=True)
@@ -117,6 +132,35 @@ def cmd_distill(args: argparse.Namespace) -> int:
                  f"student {summary['distill_s']:.0f} s, eval {summary['eval_s']:.0f} s)"),
         ("outputs", str(setup.out)),
     ])
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run `rgal bench`."""
+    from .train.bench import DEFAULT_BUDGET, DEFAULT_SUITE, RESULTS, plan_runs, run_bench
+
+    if not 1 <= args.seeds <= 100:
+        raise ConfigError(f"--seeds must be in 1..100, got {args.seeds}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"bench path {out} exists and is not a folder")
+    if not args.resume and any((out / name).exists() for name in RESULTS):
+        raise ConfigError(f"{out} already holds a bench; pass --resume to continue it or "
+                          "choose another --out")
+    entries = ([e.strip() for e in args.methods.split(",") if e.strip()] if args.methods
+               else list(DEFAULT_SUITE))
+    if not entries:
+        raise ConfigError("--methods lists no entry")
+    shared = {**DEFAULT_BUDGET, **(load_yaml(args.config) if args.config else {})}
+    if args.data_root:
+        shared["data_root"] = args.data_root
+    runs = plan_runs(entries, list(range(args.seeds)), out, [shared, parse_set(args.set)])
+    from .train.prepare import check_output_dir
+
+    check_output_dir(out, overwrite=True)
+    rows = run_bench(runs, out, progress=not args.no_progress)
+    print((out / "results.md").read_text())
+    print(f"{len(rows)} runs -> {out}")
     return 0
 
 
@@ -198,7 +242,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"distill": cmd_distill, "train-teacher": cmd_train_teacher, "eval": cmd_eval}
+COMMANDS = {"distill": cmd_distill, "bench": cmd_bench, "train-teacher": cmd_train_teacher,
+            "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,45 @@ def _opt(default: Any, help: str, *, lo: float | None = None, hi: float | None =
 
 BUILTIN_TEACHER = "builtin"
 
+# Methods whose images come from an inversion phase kept in a growing pool, from a persistent
+# generator sampled afresh at every student step, or from the real training set.
+POOL_METHODS = ("rgal", "deepinv", "cmi", "fast", "cmi+rgal", "fast+rgal")
+ONLINE_METHODS = ("dafl", "zskt", "dfad", "dfq")
+REAL_DATA_METHODS = ("kd-real", "scratch")
+METHODS = POOL_METHODS + ONLINE_METHODS + REAL_DATA_METHODS
+
+# Each method's own loss terms and schedule (its paper's), applied under the user's settings.
+# Keys not listed keep the DistillConfig defaults (RGAL's).
+_PLAIN_KD = {"w_cd": 0.0, "w_stri": 0.0, "w_tri": 0.0, "pair_sampling": False}
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "rgal": {},
+    # DeepInversion/ADI: pixels optimised from noise, BN + TV + one-hot + competition terms
+    "deepinv": {**_PLAIN_KD, "w_bn": 10.0, "w_tv": 1e-3, "w_adv": 1.0, "lr_g": 0.05,
+                "reset_generator": True},
+    # CMI: generator re-initialised each phase; contrastive instance discrimination
+    "cmi": {**_PLAIN_KD, "w_cr": 0.8, "cr_temperature": 0.1, "reset_generator": True},
+    "cmi+rgal": {"w_cr": 0.8, "cr_temperature": 0.1, "reset_generator": True},
+    # Fast-Datafree: meta-learned generator, a few inner steps, BN statistics with momentum
+    "fast": {**_PLAIN_KD, "g_steps": 5, "lr_g": 5e-3, "lr_z": 0.015, "bn_momentum": 0.9,
+             "w_bn": 10.0, "w_adv": 1.1},
+    "fast+rgal": {"g_steps": 5, "lr_g": 5e-3, "lr_z": 0.015, "bn_momentum": 0.9, "w_bn": 10.0,
+                  "w_adv": 1.1},
+    # DAFL: generator trained on the teacher only (one-hot, activation, information entropy)
+    "dafl": {**_PLAIN_KD, "w_bn": 0.0, "w_adv": 0.0, "w_act": 0.1, "w_ie": 5.0, "tau": 1.0,
+             "lr_g": 0.02, "student_steps_per_g": 1},
+    # ZSKT: adversarial belief matching, generator vs student; attention transfer
+    "zskt": {**_PLAIN_KD, "w_bn": 0.0, "w_oh": 0.0, "w_adv": 1.0, "w_at": 250.0, "tau": 1.0,
+             "student_steps_per_g": 10},
+    # DFAD: generator maximises the student-teacher L1 logit gap; student minimises it
+    "dfad": {**_PLAIN_KD, "w_bn": 0.0, "w_oh": 0.0, "w_adv": 1.0, "student_steps_per_g": 5},
+    # DFQ: generator with BN + one-hot + adversarial + class balance
+    "dfq": {**_PLAIN_KD, "w_bn": 1.0, "w_oh": 1.0, "w_adv": 1.0, "w_balance": 20.0, "tau": 1.0,
+            "student_steps_per_g": 5},
+    # real-data references: KD on the training images (upper bound), and labels alone
+    "kd-real": {**_PLAIN_KD},
+    "scratch": {**_PLAIN_KD},
+}
+
 
 @dataclass
 class DistillConfig:
@@ -39,7 +78,8 @@ class DistillConfig:
     teacher: str = _opt("smallcnn", "teacher architecture")
     teacher_weights: str = _opt(BUILTIN_TEACHER, "teacher weights file, or 'builtin'")
     student: str = _opt("tinycnn", "student architecture")
-    method: str = _opt("rgal", "data-free method", choices=("rgal",))
+    method: str = _opt("rgal", "data-free method (its own defaults apply under your settings)",
+                       choices=METHODS)
     # schedule
     epochs: int = _opt(35, "synthesis + student phases", lo=1, hi=100_000)
     g_steps: int = _opt(15, "generator steps per synthesis phase", lo=1, hi=1_000_000)
@@ -65,6 +105,23 @@ class DistillConfig:
     syn_relation_feature: str = _opt("last_stage", "student feature for the synthesis relation",
                                      choices=("last_stage", "penultimate"))
     reset_generator: bool = _opt(False, "re-initialise the generator every synthesis phase")
+    # terms and schedules of the other methods (0 = off)
+    w_tv: float = _opt(0.0, "total-variation image prior (deepinv)", lo=0)
+    w_cr: float = _opt(0.0, "contrastive instance-discrimination loss (cmi)", lo=0)
+    cr_temperature: float = _opt(0.1, "temperature of the contrastive loss (cmi)", lo=0,
+                                 lo_open=True)
+    bank_size: int = _opt(4096, "feature bank of past synthetic images (cmi)", lo=1,
+                          hi=10_000_000)
+    lr_z: float = _opt(0.0, "latent learning rate when it differs from lr_g (fast; 0: lr_g)",
+                       lo=0)
+    bn_momentum: float = _opt(0.0, "momentum of the BN statistics across inner steps (fast)",
+                              lo=0, hi=0.999)
+    w_act: float = _opt(0.0, "activation loss (dafl)", lo=0)
+    w_ie: float = _opt(0.0, "information-entropy class-balance loss (dafl)", lo=0)
+    w_balance: float = _opt(0.0, "class-balance loss of the generator (dfq)", lo=0)
+    w_at: float = _opt(0.0, "attention-transfer loss in the student phase (zskt)", lo=0)
+    student_steps_per_g: int = _opt(5, "student steps per generator step (dafl, zskt, dfad, "
+                                       "dfq)", lo=1, hi=1_000_000)
     nz: int = _opt(256, "generator latent size", lo=1, hi=65_536)
     ngf: int = _opt(32, "generator width", lo=1, hi=4096)
     # student losses
@@ -84,6 +141,8 @@ class DistillConfig:
     export_synthetic: bool = _opt(False, "write the final synthetic pool to out/synthetic.safetensors")
     grid_every: int = _opt(1, "write a synthetic-image grid every N epochs (0: never)", lo=0)
     progress: bool = _opt(True, "show progress bars")
+    diversity_samples: int = _opt(2000, "synthetic images measured for diversity each epoch "
+                                        "(0: off)", lo=0, hi=1_000_000)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every key."""
@@ -190,3 +249,20 @@ def build_config(cls: type, *layers: dict[str, Any]) -> Any:
                 raise ConfigError(f"unknown config key {k!r}")
             values[k] = v
     return validate(cls(**values))
+
+
+def method_of(layers: list[dict[str, Any]]) -> str:
+    """The `method` the layers select (the last one that sets it), else the default."""
+    method = DistillConfig.__dataclass_fields__["method"].default
+    for layer in layers:
+        for k, v in layer.items():
+            if str(k).replace("-", "_") == "method":
+                method = v
+    return method
+
+
+def distill_config(*layers: dict[str, Any]) -> DistillConfig:
+    """A DistillConfig from defaults <- the method's own defaults <- each layer in turn."""
+    method = method_of(list(layers))
+    base = METHOD_DEFAULTS.get(method, {}) if isinstance(method, str) else {}
+    return build_config(DistillConfig, base, *layers)

@@ -37,6 +37,21 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
+def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.25, 1.0),
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random square crop covering `scale` of the area, resized back to HxW (differentiable)."""
+    n = x.shape[0]
+    u = torch.rand(3, n, device=x.device, generator=generator)
+    side = (scale[0] + (scale[1] - scale[0]) * u[0]).sqrt()  # fraction of the width kept
+    shift = (1 - side) * (2 * u[1:] - 1)  # the crop stays inside the image
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = side
+    theta[:, 0, 2], theta[:, 1, 2] = shift[0], shift[1]
+    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border",
+                                     align_corners=False)
+
+
 class Augment(nn.Module):
     """Random crop with padding, optional horizontal flip, then normalisation.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import threading
 import time
@@ -14,19 +15,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import DistillConfig
+from ..config import ONLINE_METHODS, REAL_DATA_METHODS, DistillConfig
 from ..data.augment import Augment
 from ..data.datasets import DatasetInfo, ImageTensors
 from ..losses import FiniteWatch, NonFiniteLoss
 from ..models.features import FeatureExtractor, freeze, num_stage_channels
-from ..models.generator import Generator
 from ..models.weights import save_weights
-from ..synthesis import ImagePool, RGALSynthesizer
+from ..synthesis import ImagePool
+from ..synthesis.methods import build_synthesizer
 from ..utils import atomic_path, rng_state, seed_everything, set_rng_state
 from .checkpoint import CHECKPOINT, save_checkpoint
+from .diversity import teacher_diversity
 from .evaluate import evaluate
 from .report import plot_curves, save_grid
-from .student import FeatureProjector, StudentPhase, paired_stages
+from .student import FeatureProjector, RealImages, StudentPhase, paired_stages
 
 
 @dataclass
@@ -41,6 +43,7 @@ class DistillSetup:
     device: torch.device
     out: Path
     resume_state: dict | None = None
+    train: ImageTensors | None = None  # the real training set, for kd-real and scratch
 
 
 RUN_OUTPUTS = ("metrics.jsonl", "summary.json", "student.safetensors", "student_best.safetensors",
@@ -112,31 +115,33 @@ class _Run:
         self.teacher = freeze(setup.teacher.to(device))
         self.student = setup.student.to(device)
         self.augment = Augment(info.mean, info.std, info.crop_padding, info.hflip).to(device)
-        t_ext, s_ext = FeatureExtractor(self.teacher), FeatureExtractor(self.student)
+        self.t_ext, s_ext = FeatureExtractor(self.teacher), FeatureExtractor(self.student)
         in_shape = (info.channels, info.image_size, info.image_size)
-        t_ch, _ = num_stage_channels(self.teacher, t_ext, in_shape, device)
+        t_ch, t_dim = num_stage_channels(self.teacher, self.t_ext, in_shape, device)
         s_ch, _ = num_stage_channels(self.student, s_ext, in_shape, device)
         pairs = paired_stages(len(s_ch), len(t_ch), cfg.cd_start_stage)
         self.projector = FeatureProjector([s_ch[i] for i in pairs[0]],
                                           [t_ch[j] for j in pairs[1]]).to(device)
-        generator = Generator(cfg.nz, cfg.ngf, info.image_size, info.channels).to(device)
-        self.synthesizer = RGALSynthesizer(
-            t_ext, s_ext, generator, self.augment, info.num_classes,
-            batch_size=cfg.synthesis_batch_size, g_steps=cfg.g_steps, lr_g=cfg.lr_g,
-            w_bn=cfg.w_bn, w_oh=cfg.w_oh, w_adv=cfg.w_adv, w_tri=cfg.w_tri,
-            direction=cfg.relation_direction, sampler=cfg.syn_sampler, margin=cfg.margin,
-            relation_feature=cfg.syn_relation_feature, reset_generator=cfg.reset_generator,
-            progress=cfg.progress)
+        self.kind = ("online" if cfg.method in ONLINE_METHODS else
+                     "real" if cfg.method in REAL_DATA_METHODS else "pool")
+        self.synthesizer = build_synthesizer(cfg, self.t_ext, s_ext, self.augment, info, t_dim,
+                                             device)
         params = list(self.student.parameters()) + list(self.projector.parameters())
         self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer,
                                                                     T_max=cfg.epochs)
-        self.phase = StudentPhase(t_ext, s_ext, self.augment, self.optimizer, self.projector,
-                                  pairs, batch_size=cfg.batch_size, tau=cfg.tau, w_cd=cfg.w_cd,
-                                  w_stri=cfg.w_stri, sampler=cfg.stu_sampler, margin=cfg.margin,
-                                  pair_sampling=cfg.pair_sampling)
+        objective = {"dfad": "l1", "scratch": "ce"}.get(cfg.method, "kd")
+        self.phase = StudentPhase(self.t_ext, s_ext, self.augment, self.optimizer,
+                                  self.projector, pairs, batch_size=cfg.batch_size, tau=cfg.tau,
+                                  w_cd=cfg.w_cd, w_stri=cfg.w_stri, sampler=cfg.stu_sampler,
+                                  margin=cfg.margin, pair_sampling=cfg.pair_sampling,
+                                  objective=objective, w_at=cfg.w_at,
+                                  at_pairs=paired_stages(len(s_ch), len(t_ch), 0))
         self.pool = ImagePool(info.channels, info.image_size, device)
+        self.source = (self.pool if self.kind == "pool" else self.synthesizer
+                       if self.kind == "online" else RealImages(setup.train, device))
+        self.images_synthesized = 0
         self.teacher_acc = 0.0
         self.epoch = 0  # last completed epoch
         self.history: list[dict] = []
@@ -148,7 +153,8 @@ class _Run:
         """Everything needed to continue the run exactly."""
         return {"config": self.cfg.to_dict(), "epoch": self.epoch,
                 "student": self.student.state_dict(), "projector": self.projector.state_dict(),
-                "synthesizer": self.synthesizer.run_state(),
+                "synthesizer": self.synthesizer.run_state() if self.synthesizer else {},
+                "images_synthesized": self.images_synthesized,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "pool": self.pool.state_dict(),
                 "rng": rng_state(), "teacher_acc": self.teacher_acc, "best_acc": self.best_acc,
@@ -160,7 +166,9 @@ class _Run:
         cfg = self.cfg
         self.student.load_state_dict(state["student"])
         self.projector.load_state_dict(state["projector"])
-        self.synthesizer.load_run_state(state["synthesizer"])
+        if self.synthesizer:
+            self.synthesizer.load_run_state(state["synthesizer"])
+        self.images_synthesized = state["images_synthesized"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scheduler.T_max = cfg.epochs
@@ -209,7 +217,7 @@ def run_distillation(setup: DistillSetup,
         for epoch in bar:
             _run_epoch(run, epoch, elapsed, stop)
             bar.set_postfix(acc=f"{run.history[-1]['test_acc']:.2f}",
-                            best=f"{run.best_acc:.2f}", pool=len(run.pool))
+                            best=f"{run.best_acc:.2f}")
 
     save_weights(run.student, out / "student.safetensors")
     if cfg.export_synthetic:
@@ -222,13 +230,30 @@ def run_distillation(setup: DistillSetup,
         "synthesis_s": sum(r["synthesis_s"] for r in history),
         "distill_s": sum(r["distill_s"] for r in history),
         "eval_s": sum(r["eval_s"] for r in history),
-        "images_synthesized": len(run.pool),
+        "images_synthesized": run.images_synthesized,
         "student_params": sum(p.numel() for p in run.student.parameters()),
         "teacher_params": sum(p.numel() for p in run.teacher.parameters()),
         "device": str(setup.device), "config": cfg.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _diversity(run: _Run, epoch: int) -> dict[str, float]:
+    """Diversity measures of up to `diversity_samples` images of the method's current set.
+
+    The sample is drawn with its own seeded generator, so measuring never shifts the run's
+    random streams.
+    """
+    n = run.cfg.diversity_samples
+    if n == 0 or (run.kind == "pool" and len(run.pool) == 0):
+        return {}
+    gen = torch.Generator(device="cpu" if run.kind != "online" else run.device)
+    gen.manual_seed(run.cfg.seed * 100_003 + epoch)
+    images, _ = run.source.sample(n, generator=gen)
+    measures = teacher_diversity(run.teacher, run.t_ext, images, run.augment.normalize,
+                                 run.cfg.eval_batch_size)
+    return {k: v if math.isfinite(v) else None for k, v in measures.items()}  # valid JSON
 
 
 def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopSignals) -> None:
@@ -249,21 +274,30 @@ def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopS
     try:
         part = run.partial if run.partial and run.partial["epoch"] == epoch else None
         if part is None:
-            t0 = time.time()
-            result = run.synthesizer.synthesize()
-            run.pool.add(result.images, result.labels)
-            part = {"epoch": epoch, "kd_done": 0, "images": result.images.detach().cpu(),
-                    "labels": result.labels.cpu(), "syn_losses": result.losses,
-                    "synthesis_s": time.time() - t0, "distill_s": 0.0, "terms": {},
+            part = {"epoch": epoch, "kd_done": 0, "images": None, "labels": None,
+                    "syn_losses": {}, "synthesis_s": 0.0, "distill_s": 0.0, "terms": {},
                     "lr": run.optimizer.param_groups[0]["lr"]}
-            checkpoint_here(part, 0)
+            if run.kind == "pool":
+                t0 = time.time()
+                result = run.synthesizer.synthesize()
+                run.pool.add(result.images, result.labels)
+                run.images_synthesized += result.images.shape[0]
+                part.update(images=result.images.detach().cpu(), labels=result.labels.cpu(),
+                            syn_losses=result.losses, synthesis_s=time.time() - t0)
+                checkpoint_here(part, 0)
         run.student.train()
         terms = {k: list(v.to(run.device)) for k, v in part["terms"].items()}
         watch = FiniteWatch("student")
+        views = 2 * cfg.batch_size
         t1 = time.time()
         for step in tqdm(range(part["kd_done"], cfg.kd_steps), desc="student", leave=False,
                          disable=not cfg.progress, initial=part["kd_done"], total=cfg.kd_steps):
-            step_terms = run.phase.step(run.pool)
+            step_terms = {}
+            if run.kind == "online":
+                if step % cfg.student_steps_per_g == 0:
+                    step_terms = run.synthesizer.generator_step()
+                run.images_synthesized += views // (2 if cfg.pair_sampling else 1)
+            step_terms.update(run.phase.step(run.source))
             watch.update(step, step_terms)
             for k, v in step_terms.items():
                 terms.setdefault(k, []).append(v)
@@ -281,18 +315,23 @@ def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopS
     run.scheduler.step()
     t2 = time.time()
     acc = evaluate(run.student, run.setup.test, run.augment.normalize, cfg.eval_batch_size)
-    t3 = time.time()
     if acc > run.best_acc:
         run.best_acc, run.best_epoch = acc, epoch
         save_weights(run.student, out / "student_best.safetensors")
+    diversity = _diversity(run, epoch)
+    t3 = time.time()
     if cfg.grid_every and (epoch % cfg.grid_every == 0 or epoch == cfg.epochs):
-        save_grid(out / "grids" / f"epoch_{epoch:03d}.png", part["images"], part["labels"],
-                  run.info.classes)
+        images, labels = part["images"], part["labels"]
+        if run.kind == "online":
+            images, labels = run.synthesizer.sample(cfg.synthesis_batch_size)
+        if images is not None:
+            save_grid(out / "grids" / f"epoch_{epoch:03d}.png", images, labels,
+                      run.info.classes)
     record = {"epoch": epoch, "test_acc": round(acc, 4), **part["syn_losses"],
-              **{k: _mean(v) for k, v in terms.items()}, "lr": part["lr"],
-              "pool_size": len(run.pool), "synthesis_s": part["synthesis_s"],
-              "distill_s": part["distill_s"] + t2 - t1, "eval_s": t3 - t2,
-              "elapsed_s": elapsed()}
+              **{k: _mean(v) for k, v in terms.items()}, **diversity, "lr": part["lr"],
+              "pool_size": len(run.pool), "images_synthesized": run.images_synthesized,
+              "synthesis_s": part["synthesis_s"], "distill_s": part["distill_s"] + t2 - t1,
+              "eval_s": t3 - t2, "elapsed_s": elapsed()}
     run.history.append(record)
     run.epoch = epoch
     with (out / "metrics.jsonl").open("a") as f:

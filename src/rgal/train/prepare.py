@@ -13,7 +13,14 @@ from typing import Any
 
 from torch import nn
 
-from ..config import BUILTIN_TEACHER, ConfigError, DistillConfig, build_config
+from ..config import (
+    BUILTIN_TEACHER,
+    REAL_DATA_METHODS,
+    ConfigError,
+    DistillConfig,
+    build_config,
+    distill_config,
+)
 from ..data.datasets import DatasetInfo, describe_dataset, load_dataset
 from ..models import create_model, list_models
 from ..models.features import find_batchnorms
@@ -107,7 +114,7 @@ def config_for_run(layers: list[dict[str, Any]], *, resume: bool = False,
 
     Returns the config and the checkpoint state to resume from (None: start from epoch 1).
     """
-    cfg = build_config(DistillConfig, *layers)
+    cfg = distill_config(*layers)
     path = Path(cfg.out) / CHECKPOINT
     if not resume or not path.exists():
         return cfg, None
@@ -138,11 +145,14 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False,
     teacher = build_model(cfg.teacher, info, "teacher")
     load_model_weights(teacher, resolve_weights_path(cfg.teacher_weights, cfg.dataset,
                                                      cfg.teacher), "teacher")
-    if not find_batchnorms(teacher):
+    if cfg.w_bn > 0 and cfg.method not in REAL_DATA_METHODS and not find_batchnorms(teacher):
         raise ConfigError(f"teacher {cfg.teacher} has no BatchNorm layer; method {cfg.method} "
-                          "needs BN statistics")
+                          "needs BN statistics (w_bn > 0)")
     student = build_model(cfg.student, info, "student")
     test = load_dataset(cfg.dataset, cfg.data_root, train=False, download=cfg.download)
     if int(test.labels.max()) >= info.num_classes:
         raise ConfigError(f"test labels exceed the {info.num_classes} classes of {cfg.dataset}")
-    return DistillSetup(cfg, info, teacher, student, test, device, out, resume_state)
+    train = None
+    if cfg.method in REAL_DATA_METHODS:
+        train = load_dataset(cfg.dataset, cfg.data_root, train=True, download=cfg.download)
+    return DistillSetup(cfg, info, teacher, student, test, device, out, resume_state, train)

@@ -1,0 +1,221 @@
+"""`rgal bench`: several methods (and RGAL ablations) on one teacher, student and budget.
+
+Every run is an ordinary `rgal distill` run in `OUT/runs/<entry>/seed<k>` (so an interrupted
+bench continues where it stopped: finished runs are kept, a killed one resumes from its
+checkpoint). The results are gathered into `results.csv`, `results.md` and three pictures.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..config import METHODS, ConfigError, DistillConfig, distill_config
+from .checkpoint import CHECKPOINT
+
+# RGAL ablations, addressable by name; any entry may also be written `method:key=value;...`.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "rgal-code": {"method": "rgal", "relation_direction": "code"},
+    "rgal-distance-syn": {"method": "rgal", "syn_sampler": "distance"},
+    "rgal-random-syn": {"method": "rgal", "syn_sampler": "random"},
+    "rgal-no-syn-rel": {"method": "rgal", "w_tri": 0.0},
+    "rgal-no-stu-rel": {"method": "rgal", "w_stri": 0.0},
+    "rgal-no-pairs": {"method": "rgal", "pair_sampling": False},
+}
+DATA_FREE = ("rgal", "deepinv", "dafl", "zskt", "dfad", "dfq", "cmi", "fast", "cmi+rgal",
+             "fast+rgal")
+DEFAULT_SUITE = (*DATA_FREE, "kd-real", "scratch", *ABLATIONS)
+# The default budget: the whole suite with 2 seeds in about an hour on a 2-core CPU.
+# Generator steps stay each method's own (Fast's few inner steps are its point).
+DEFAULT_BUDGET: dict[str, Any] = {"epochs": 8, "kd_steps": 50}
+DIVERSITY_KEYS = ("div_intra", "div_nearest_other", "div_entropy", "div_margin")
+RESULTS = ("results.csv", "results.md", "accuracy_vs_epoch.png", "accuracy_vs_time.png",
+           "samples.png")
+
+
+def parse_entry(entry: str) -> dict[str, Any]:
+    """`rgal`, an ablation name, or `method:key=value;key=value` -> config overrides."""
+    from ..config import parse_set
+
+    if entry in ABLATIONS:
+        return dict(ABLATIONS[entry])
+    method, _, rest = entry.partition(":")
+    if method not in METHODS:
+        raise ConfigError(f"unknown bench entry {entry!r}; methods: {', '.join(METHODS)}; "
+                          f"ablations: {', '.join(ABLATIONS)}")
+    overrides = parse_set([kv for kv in rest.split(";") if kv]) if rest else {}
+    return {"method": method, **overrides}
+
+
+def plan_runs(entries: list[str], seeds: list[int], out: Path,
+              layers: list[dict[str, Any]]) -> list[tuple[str, int, DistillConfig]]:
+    """Validated configs of every (entry, seed) run, before any of them starts."""
+    if len(set(entries)) != len(entries):
+        raise ConfigError("bench entries must be distinct")
+    runs = []
+    for entry in entries:
+        overrides = parse_entry(entry)
+        for seed in seeds:
+            safe = "".join(c if c.isalnum() or c in "+-_." else "_" for c in entry)
+            run_dir = out / "runs" / safe / f"seed{seed}"
+            cfg = distill_config(*layers, overrides, {"seed": seed, "out": str(run_dir),
+                                                      "progress": False})
+            runs.append((entry, seed, cfg))
+    return runs
+
+
+def run_bench(runs: list[tuple[str, int, DistillConfig]], out: Path, *, progress: bool = True,
+              log: Callable[[str], None] = tqdm.write) -> list[dict[str, Any]]:
+    """Run (or resume, or reuse) every planned run; write and return the result rows."""
+    from .distill import run_distillation
+    from .prepare import prepare_distillation
+
+    rows = []
+    bar = tqdm(runs, desc="bench", disable=not progress)
+    for entry, seed, cfg in bar:
+        bar.set_postfix(run=f"{entry} seed {seed}")
+        run_dir = Path(cfg.out)
+        if not (run_dir / "summary.json").exists():
+            resume = (run_dir / CHECKPOINT).exists()
+            state = None
+            if resume:
+                from .checkpoint import load_checkpoint
+                state = load_checkpoint(run_dir / CHECKPOINT)
+            setup = prepare_distillation(cfg, overwrite=not resume, resume_state=state,
+                                         resume=resume)
+            summary = run_distillation(setup, log=lambda _m: None)
+            log(f"{entry} seed {seed}: {summary['final_acc']:.2f}% "
+                f"({summary['wall_s']:.0f} s)")
+        rows.append(result_row(entry, seed, run_dir))
+        write_results(rows, out)
+    return rows
+
+
+def result_row(entry: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    """One results.csv row from a finished run folder."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = history[-1]
+    row = {"method": entry, "seed": seed, "test_acc": summary["final_acc"],
+           "best_acc": summary["best_acc"], "wall_s": round(summary["wall_s"], 2),
+           "synthesis_s": round(summary["synthesis_s"], 2),
+           "distill_s": round(summary["distill_s"], 2), "eval_s": round(summary["eval_s"], 2),
+           "images_synthesized": summary["images_synthesized"],
+           "teacher_acc": summary["teacher_acc"], "epochs": summary["epochs"]}
+    for k in DIVERSITY_KEYS:
+        row[k] = last.get(k)
+    row["curve"] = [(r["epoch"], r["elapsed_s"], r["test_acc"]) for r in history]
+    row["run_dir"] = str(run_dir)
+    return row
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _grouped(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["method"], []).append(r)
+    return groups
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def results_table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table of results.md: one line per entry, mean ± std over seeds."""
+    lines = ["| method | student acc (%) | seeds | wall (s) | synthesis / distill / eval (s) "
+             "| images synthesized | intra-class dist | nearest other-class dist "
+             "| teacher entropy | teacher margin |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for method, rs in _grouped(rows).items():
+        acc, std = _mean_std([r["test_acc"] for r in rs])
+        wall = statistics.fmean(r["wall_s"] for r in rs)
+        split = " / ".join(f"{statistics.fmean(r[k] for r in rs):.0f}"
+                           for k in ("synthesis_s", "distill_s", "eval_s"))
+        images = statistics.fmean(r["images_synthesized"] for r in rs)
+        div = [_mean_std([r[k] for r in rs])[0] for k in DIVERSITY_KEYS]
+        lines.append(f"| {method} | {acc:.2f} ± {std:.2f} | {len(rs)} | {wall:.0f} | {split} "
+                     f"| {images:.0f} | " + " | ".join(_fmt(d) for d in div) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows: list[dict[str, Any]], out: Path) -> None:
+    """results.csv, results.md and the pictures, from the rows so far."""
+    out.mkdir(parents=True, exist_ok=True)
+    columns = [k for k in rows[0] if k not in ("curve", "run_dir")]
+    with (out / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    first = rows[0]
+    cfg = json.loads((Path(first["run_dir"]) / "summary.json").read_text())["config"]
+    header = (f"# Benchmark: {cfg['teacher']} -> {cfg['student']} on {cfg['dataset']}\n\n"
+              f"Teacher test accuracy {first['teacher_acc']:.2f}%. Each run: {cfg['epochs']} "
+              f"epochs of {cfg['g_steps']} generator steps (pool methods; online methods take "
+              f"one generator step every `student_steps_per_g` student steps) and "
+              f"{cfg['kd_steps']} student steps of {cfg['batch_size']}x2 views. Student test "
+              "accuracy after the last epoch (not the best epoch), mean ± std over seeds. "
+              "Diversity measures: the last epoch's synthetic set in the teacher's normalised "
+              "penultimate features (for kd-real/scratch: real training images).\n\n")
+    (out / "results.md").write_text(header + results_table(rows))
+    _plots(rows, out)
+
+
+def _plots(rows: list[dict[str, Any]], out: Path) -> None:
+    from .report import plot_curves
+
+    by_epoch, by_time = {}, {}
+    for method, rs in _grouped(rows).items():
+        n = min(len(r["curve"]) for r in rs)
+        epochs = [rs[0]["curve"][i][0] for i in range(n)]
+        times = [statistics.fmean(r["curve"][i][1] for r in rs) for i in range(n)]
+        accs = [statistics.fmean(r["curve"][i][2] for r in rs) for i in range(n)]
+        by_epoch[method], by_time[method] = (epochs, accs), (times, accs)
+    teacher = rows[0]["teacher_acc"]
+    plot_curves(out / "accuracy_vs_epoch.png", by_epoch, title="student test accuracy",
+                hlines={f"teacher {teacher:.2f}%": teacher})
+    plot_curves(out / "accuracy_vs_time.png", by_time, xlabel="wall time (s)",
+                title="student test accuracy", hlines={f"teacher {teacher:.2f}%": teacher})
+    _sample_montage(rows, out / "samples.png")
+
+
+def _sample_montage(rows: list[dict[str, Any]], path: Path) -> None:
+    """The last synthetic-image grid of each method (first seed), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    grids = []
+    for method, rs in _grouped(rows).items():
+        found = sorted((Path(rs[0]["run_dir"]) / "grids").glob("epoch_*.png"))
+        if found:
+            grids.append((method, found[-1]))
+    if not grids:
+        return
+    cols = min(4, len(grids))
+    nrows = math.ceil(len(grids) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 4.2 * nrows), dpi=100,
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (method, png) in zip(axes.flat, grids, strict=False):
+        ax.imshow(Image.open(png))
+        ax.set_title(method, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

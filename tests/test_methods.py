@@ -1,0 +1,192 @@
+"""Every data-free method and reference on the shared loop; diversity measures; `rgal bench`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from rgal.cli import main
+from rgal.config import METHOD_DEFAULTS, METHODS, distill_config
+from rgal.data.augment import Augment
+from rgal.models import create_model
+from rgal.models.features import FeatureExtractor
+from rgal.models.generator import Generator
+from rgal.synthesis import FastSynthesizer
+from rgal.train.distill import run_distillation
+from rgal.train.diversity import diversity_measures
+from rgal.train.prepare import prepare_distillation
+
+TINY = {"epochs": 1, "g_steps": 2, "kd_steps": 2, "batch_size": 8, "synthesis_batch_size": 16,
+        "ngf": 8, "nz": 16, "device": "cpu", "progress": False, "diversity_samples": 32}
+
+EXPECTED_TERMS = {
+    "rgal": {"loss_bn", "loss_oh", "loss_adv", "loss_rel_syn", "loss_kd", "loss_cd",
+             "loss_rel_stu"},
+    "deepinv": {"loss_bn", "loss_oh", "loss_adv", "loss_tv", "loss_kd"},
+    "cmi": {"loss_bn", "loss_oh", "loss_adv", "loss_cr", "loss_kd"},
+    "cmi+rgal": {"loss_bn", "loss_oh", "loss_adv", "loss_cr", "loss_rel_syn", "loss_kd",
+                 "loss_cd", "loss_rel_stu"},
+    "fast": {"loss_bn", "loss_oh", "loss_adv", "loss_kd"},
+    "fast+rgal": {"loss_bn", "loss_oh", "loss_adv", "loss_rel_syn", "loss_kd", "loss_cd",
+                  "loss_rel_stu"},
+    "dafl": {"loss_oh", "loss_act", "loss_ie", "loss_kd"},
+    "zskt": {"loss_adv", "loss_kd", "loss_at"},
+    "dfad": {"loss_adv", "loss_l1"},
+    "dfq": {"loss_bn", "loss_oh", "loss_adv", "loss_balance", "loss_kd"},
+    "kd-real": {"loss_kd"},
+    "scratch": {"loss_ce"},
+}
+ABSENT_TERMS = {"deepinv": {"loss_rel_syn", "loss_rel_stu", "loss_cd"},
+                "cmi": {"loss_rel_syn", "loss_rel_stu"}, "fast": {"loss_rel_syn"},
+                "dafl": {"loss_adv", "loss_bn"}, "scratch": {"loss_kd"}}
+
+
+def test_every_method_is_covered():
+    assert set(EXPECTED_TERMS) == set(METHODS) == set(METHOD_DEFAULTS)
+
+
+@pytest.mark.parametrize("method", sorted(EXPECTED_TERMS))
+def test_one_tiny_epoch_has_finite_named_losses_and_changes_the_student(
+        tmp_path, fake_fmnist, teacher_file, method):
+    cfg = distill_config(TINY, {"method": method, "data_root": str(fake_fmnist),
+                                "teacher_weights": str(teacher_file),
+                                "out": str(tmp_path / method)})
+    setup = prepare_distillation(cfg)
+    before = {k: v.clone() for k, v in setup.student.state_dict().items()}
+    summary = run_distillation(setup, log=lambda _m: None)
+    record = json.loads((tmp_path / method / "metrics.jsonl").read_text().splitlines()[-1])
+    losses = {k for k in record if k.startswith("loss_")}
+    assert EXPECTED_TERMS[method] <= losses, losses
+    assert not ABSENT_TERMS.get(method, set()) & losses
+    for k in losses:
+        assert math.isfinite(record[k]), (k, record[k])
+    after = setup.student.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+    assert 0 <= summary["final_acc"] <= 100
+    assert all(k in record for k in ("div_intra", "div_entropy", "div_margin"))
+    if method in ("kd-real", "scratch"):
+        assert summary["images_synthesized"] == 0
+    else:
+        assert summary["images_synthesized"] > 0
+        assert (tmp_path / method / "grids" / "epoch_001.png").exists()
+
+
+def test_method_defaults_apply_under_user_settings():
+    cfg = distill_config({"method": "fast"})
+    assert cfg.g_steps == METHOD_DEFAULTS["fast"]["g_steps"] and cfg.bn_momentum == 0.9
+    assert distill_config({"method": "fast"}, {"g_steps": 7}).g_steps == 7
+    assert distill_config({"method": "zskt"}).w_at == 250.0
+    assert distill_config({}).w_at == 0.0 and distill_config({}).method == "rgal"
+
+
+def test_fast_inner_steps_and_meta_update_change_the_meta_generator():
+    torch.manual_seed(0)
+    teacher, student = create_model("smallcnn", 10, 1), create_model("tinycnn", 10, 1)
+    meta = Generator(8, 8, 28, 1)
+    syn = FastSynthesizer(FeatureExtractor(teacher), FeatureExtractor(student), meta,
+                          Augment((0.5,), (0.5,), 2, False), 10, batch_size=8, g_steps=3,
+                          lr_g=5e-3, bn_momentum=0.9)
+    start = {k: v.clone() for k, v in meta.state_dict().items()}
+    syn.synthesize()
+    inner = {k: v.clone() for k, v in syn.fast.state_dict().items()}
+    moved = [k for k in start if not torch.equal(start[k], meta.state_dict()[k])]
+    assert any(k.endswith("weight") for k in moved), "the outer (Reptile) step moves the meta"
+    adapted = [k for k, p in syn.fast.named_parameters() if not torch.equal(start[k], p)]
+    assert adapted, "inner steps adapt the copy"
+    # the meta generator moved towards the adapted copy, not away from it
+    k = "l1.weight"
+    before_gap = (inner[k] - start[k]).norm()
+    after_gap = (inner[k] - meta.state_dict()[k]).norm()
+    assert after_gap < before_gap
+    # each phase starts from the meta generator, not from the previous copy
+    syn.phase_generator()
+    assert torch.equal(syn.fast.l1.weight, meta.l1.weight)
+    state = syn.run_state()
+    assert "meta_optimizer" in state and not any(k.startswith("fast.") for k in state)
+
+
+def test_diversity_measures_on_hand_built_embeddings():
+    f = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    uniform = torch.zeros(4, 4)
+    m = diversity_measures(f, labels, uniform)
+    assert m["div_intra"] == pytest.approx(0.0)
+    assert m["div_nearest_other"] == pytest.approx(math.sqrt(2))
+    assert m["div_entropy"] == pytest.approx(math.log(4))
+    assert m["div_margin"] == pytest.approx(0.0)
+    # spread classes, one close pair across classes; confident predictions
+    f = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])
+    confident = torch.eye(4)[[0, 0, 1, 1]] * 100
+    m = diversity_measures(f * 3.0, labels, confident)  # scale-free: features are normalised
+    assert m["div_intra"] == pytest.approx(math.sqrt(2))
+    assert m["div_nearest_other"] == pytest.approx((math.sqrt(2) + 0 + 0 + math.sqrt(2)) / 4)
+    assert m["div_entropy"] == pytest.approx(0.0, abs=1e-6)
+    assert m["div_margin"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_bench_on_a_tiny_budget_writes_all_its_files(tmp_path, fake_fmnist, teacher_file,
+                                                     capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "--out", str(out), "--seeds", "2", "--data-root", str(fake_fmnist),
+            "--methods", "rgal,dfad,kd-real,rgal-code,rgal:w_tri=0.5;margin=0.3",
+            "--no-progress", "--set", f"teacher_weights={teacher_file}"]
+    argv += [x for k, v in TINY.items() if k != "progress" for x in ("--set", f"{k}={v}")]
+    assert main(argv) == 0, capsys.readouterr().err
+    for name in ("results.csv", "results.md", "accuracy_vs_epoch.png", "accuracy_vs_time.png",
+                 "samples.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 10
+    assert {"method", "seed", "test_acc", "wall_s"} <= set(rows[0])
+    assert {r["method"] for r in rows} == {"rgal", "dfad", "kd-real", "rgal-code",
+                                           "rgal:w_tri=0.5;margin=0.3"}
+    md = (out / "results.md").read_text()
+    assert "| rgal-code |" in md and "±" in md
+    cfg = json.loads((out / "runs" / "rgal_w_tri_0.5_margin_0.3" / "seed1" / "summary.json")
+                     .read_text())["config"]
+    assert cfg["w_tri"] == 0.5 and cfg["margin"] == 0.3 and cfg["seed"] == 1
+    capsys.readouterr()
+    # an existing bench is refused unless resumed; resuming reuses finished runs
+    assert main(argv) == 2 and "--resume" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+
+
+def test_bench_bad_entries_exit_2(tmp_path, capsys):
+    for methods in ("nosuch", "rgal:no_key=1", "rgal,rgal", "rgal:epochs=-1"):
+        assert main(["bench", "--out", str(tmp_path / "b"), "--methods", methods]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("rgal: error:") and err.count("\n") == 1, (methods, err)
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_every_method_config_for_cifar_runs_end_to_end(tmp_path):
+    """configs/methods/*.yaml: valid, one per method, and each runs (tiny budget, random teacher)."""
+    from pathlib import Path
+
+    from test_data import _make_cifar10
+
+    from rgal.config import load_yaml
+    from rgal.models.weights import save_weights
+
+    _make_cifar10(tmp_path / "data", per_batch=8)
+    torch.manual_seed(0)
+    teacher = tmp_path / "wrn40_2.safetensors"
+    save_weights(create_model("wrn40_2", 10, 3), teacher)
+    files = sorted((Path(__file__).resolve().parent.parent / "configs" / "methods").glob("*.yaml"))
+    assert {load_yaml(f)["method"] for f in files} == set(METHODS) - {"rgal"}
+    for f in files:
+        cfg = distill_config(load_yaml(f), {
+            "data_root": str(tmp_path / "data"), "teacher_weights": str(teacher),
+            "out": str(tmp_path / f.stem), "epochs": 1, "g_steps": 1, "kd_steps": 1,
+            "batch_size": 4, "synthesis_batch_size": 8, "ngf": 8, "device": "cpu",
+            "progress": False, "download": False, "diversity_samples": 16, "bank_size": 64})
+        assert (cfg.dataset, cfg.teacher, cfg.student, cfg.epochs) == ("cifar10", "wrn40_2",
+                                                                       "wrn16_1", 1)
+        summary = run_distillation(prepare_distillation(cfg), log=lambda _m: None)
+        assert 0 <= summary["final_acc"] <= 100, f.name
