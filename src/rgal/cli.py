@@ -116,11 +116,19 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UsageError("--allow-config-change only applies with --resume")
     cfg, state = config_for_run(distill_layers(args), resume=args.resume,
                                 allow_change=args.allow_config_change)
+    from .distributed import init_from_env, is_main, shutdown
+
     setup = prepare_distillation(cfg, overwrite=args.overwrite, resume_state=state,
                                  resume=args.resume)
-    if args.resume and state is None:
-        print(f"rgal: no checkpoint in {cfg.out}; starting from epoch 1", file=sys.stderr)
-    summary = run_distillation(setup)
+    setup.device = init_from_env(setup.device)  # torchrun: join the process group
+    try:
+        if args.resume and state is None and is_main():
+            print(f"rgal: no checkpoint in {cfg.out}; starting from epoch 1", file=sys.stderr)
+        summary = run_distillation(setup)
+    finally:
+        shutdown()
+    if not summary:  # not the writing rank
+        return 0
     _print_table([
         ("teacher", f"{cfg.teacher} ({summary['teacher_params'] / 1e6:.2f}M params)"),
         ("student", f"{cfg.student} ({summary['student_params'] / 1e6:.3f}M params)"),

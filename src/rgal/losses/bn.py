@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..distributed import sum_differentiable, world_size
 from ..models.features import find_batchnorms
 
 
@@ -32,7 +33,8 @@ class BNStatistics:
         def hook(m: _BatchNorm, inp, _out):
             if not self.enabled:
                 return
-            mean, var = batch_mean_var(inp[0])
+            mean, var = (global_mean_var(inp[0]) if world_size() > 1
+                         else batch_mean_var(inp[0]))
             prev = self._previous[i]
             if self.momentum > 0:
                 if prev is not None:
@@ -68,6 +70,17 @@ def batch_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = x.mean(dims, keepdim=True)  # two passes: faster than var_mean on NCHW, as stable
     var = (x - mean).pow(2).mean(dims)
     return mean.flatten(), var
+
+
+def global_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch_mean_var` over the union of every rank's batch; gradients reach every rank."""
+    dims = [0, *range(2, x.dim())]
+    x = x.float()
+    count = torch.full((1,), x.numel() / x.shape[1], device=x.device)
+    totals = sum_differentiable(torch.cat([x.sum(dims), x.pow(2).sum(dims), count]))
+    c = x.shape[1]
+    mean = totals[:c] / totals[-1]
+    return mean, (totals[c:2 * c] / totals[-1] - mean.pow(2)).clamp_min(0)
 
 
 def bn_statistics_distance(x: torch.Tensor, running_mean: torch.Tensor,

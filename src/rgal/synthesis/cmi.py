@@ -63,6 +63,9 @@ class CMISynthesizer(InversionSynthesizer):
         opt.add_param_group({"params": self.head.parameters(), "lr": self.lr_g})
         return opt
 
+    def shared_parameters(self, generator: nn.Module) -> list[nn.Parameter]:
+        return [*generator.parameters(), *self.head.parameters()]
+
     def extra_terms(self, x: torch.Tensor, v: torch.Tensor, t: Features,
                     s: Features) -> dict[str, torch.Tensor]:
         if self.weights["loss_cr"] <= 0:

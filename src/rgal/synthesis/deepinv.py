@@ -33,5 +33,8 @@ class DeepInversionSynthesizer(InversionSynthesizer):
     The latents are unused (their learning rate is 0); the pixels are re-drawn every phase.
     """
 
+    def shared_parameters(self, generator: nn.Module) -> list[nn.Parameter]:
+        return []  # the pixels are this rank's own images
+
     def optimizer(self, generator: nn.Module, z: torch.Tensor) -> torch.optim.Optimizer:
         return torch.optim.Adam(generator.parameters(), lr=self.lr_g, betas=(0.5, 0.999))

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.augment import Augment
+from ..distributed import average_gradients
 from ..losses import BNStatistics, FiniteWatch, adversarial_loss, relation_loss
 from ..losses.priors import total_variation
 from ..models.features import FeatureExtractor, Features
@@ -51,6 +52,8 @@ class InversionSynthesizer(Synthesizer):
         self.reset_generator = reset_generator
         self.progress = progress
         self.bn_stats = BNStatistics(teacher.model, bn_momentum) if w_bn > 0 else None
+        if self.bn_stats:
+            self.bn_stats.enabled = False  # only while synthesizing, not in evaluations
 
     # -- what subclasses vary ---------------------------------------------------------------
     def phase_generator(self) -> nn.Module:
@@ -63,6 +66,10 @@ class InversionSynthesizer(Synthesizer):
         """Adam over the generator and the latents, betas (0.5, 0.999)."""
         return torch.optim.Adam([{"params": generator.parameters(), "lr": self.lr_g},
                                  {"params": [z], "lr": self.lr_z}], betas=(0.5, 0.999))
+
+    def shared_parameters(self, generator: nn.Module) -> list[nn.Parameter]:
+        """Parameters every rank must keep identical (their gradients are averaged)."""
+        return list(generator.parameters())
 
     def extra_terms(self, x: torch.Tensor, v: torch.Tensor, t: Features,
                     s: Features) -> dict[str, torch.Tensor]:
@@ -105,6 +112,7 @@ class InversionSynthesizer(Synthesizer):
         z = torch.randn(self.batch_size, nz, device=device, requires_grad=True)
         y = torch.randint(0, self.num_classes, (self.batch_size,), device=device).sort().values
         opt = self.optimizer(generator, z)
+        shared = self.shared_parameters(generator)
         best_cost = torch.full((), float("inf"), device=device)
         best_x: torch.Tensor | None = None
         best_t = torch.zeros(self.batch_size, dtype=torch.long, device=device)
@@ -136,6 +144,7 @@ class InversionSynthesizer(Synthesizer):
                         sums[k] = sums.get(k, 0.0) + val.detach()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                average_gradients(shared)
                 opt.step()
         if self.bn_stats:
             self.bn_stats.enabled = False

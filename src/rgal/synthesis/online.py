@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.augment import Augment
+from ..distributed import average_gradients
 from ..losses import BNStatistics, per_sample_kl
 from ..losses.priors import activation_loss, class_balance_loss
 from ..models.features import FeatureExtractor
@@ -84,6 +85,7 @@ class OnlineSynthesizer(Synthesizer):
         loss = sum(w[k] * val for k, val in terms.items())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(self.generator.parameters())
         self.opt.step()
         terms["loss_syn"] = loss
         return {k: val.detach() for k, val in terms.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from ..config import ONLINE_METHODS, REAL_DATA_METHODS, DistillConfig
 from ..data.augment import Augment
 from ..data.datasets import DatasetInfo, ImageTensors
+from ..distributed import all_gather_cat, any_rank, barrier, broadcast_module, rank, world_size
 from ..losses import FiniteWatch, NonFiniteLoss
 from ..models.features import FeatureExtractor, freeze, num_stage_channels
 from ..models.weights import save_weights
@@ -54,16 +56,19 @@ TIMING_KEYS = ("synthesis_s", "distill_s", "eval_s", "elapsed_s")
 class RunInterrupted(Exception):
     """SIGTERM/SIGINT stopped the run after a checkpoint of its exact position was written."""
 
-    def __init__(self, signum: int, epoch: int, step: int, path: Path) -> None:
+    def __init__(self, signum: int, epoch: int, step: int, path: Path,
+                 repeat_epoch: bool = False) -> None:
         super().__init__(signum, epoch, step, path)
         self.signum, self.epoch, self.step, self.path = signum, epoch, step, path
+        self.repeat_epoch = repeat_epoch
 
     def __str__(self) -> str:
         where = (f"epoch {self.epoch}, after student step {self.step}" if self.step > 0
                  else f"epoch {self.epoch}, after synthesis" if self.step == 0
                  else f"the end of epoch {self.epoch}")
+        again = f" (epoch {self.epoch} starts again)" if self.repeat_epoch else ""
         return (f"stopped by {signal.Signals(self.signum).name} at {where}; checkpoint "
-                f"{self.path}; continue with --resume")
+                f"{self.path}; continue with --resume{again}")
 
 
 class _StopSignals:
@@ -112,6 +117,10 @@ class _Run:
     def __init__(self, setup: DistillSetup) -> None:
         cfg, info, device = setup.cfg, setup.info, setup.device
         self.setup, self.cfg, self.info, self.device = setup, cfg, info, device
+        self.world, self.rank = world_size(), rank()
+        # under torchrun every rank synthesizes and trains on its share of each batch
+        local = dataclasses.replace(cfg, batch_size=cfg.batch_size // self.world,
+                                    synthesis_batch_size=cfg.synthesis_batch_size // self.world)
         self.teacher = freeze(setup.teacher.to(device))
         self.student = setup.student.to(device)
         self.augment = Augment(info.mean, info.std, info.crop_padding, info.hflip).to(device)
@@ -124,7 +133,7 @@ class _Run:
                                           [t_ch[j] for j in pairs[1]]).to(device)
         self.kind = ("online" if cfg.method in ONLINE_METHODS else
                      "real" if cfg.method in REAL_DATA_METHODS else "pool")
-        self.synthesizer = build_synthesizer(cfg, self.t_ext, s_ext, self.augment, info, t_dim,
+        self.synthesizer = build_synthesizer(local, self.t_ext, s_ext, self.augment, info, t_dim,
                                              device)
         params = list(self.student.parameters()) + list(self.projector.parameters())
         self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
@@ -133,7 +142,7 @@ class _Run:
                                                                     T_max=cfg.epochs)
         objective = {"dfad": "l1", "scratch": "ce"}.get(cfg.method, "kd")
         self.phase = StudentPhase(self.t_ext, s_ext, self.augment, self.optimizer,
-                                  self.projector, pairs, batch_size=cfg.batch_size, tau=cfg.tau,
+                                  self.projector, pairs, batch_size=local.batch_size, tau=cfg.tau,
                                   w_cd=cfg.w_cd, w_stri=cfg.w_stri, sampler=cfg.stu_sampler,
                                   margin=cfg.margin, pair_sampling=cfg.pair_sampling,
                                   objective=objective, w_at=cfg.w_at,
@@ -148,6 +157,9 @@ class _Run:
         self.best_acc, self.best_epoch = -1.0, 0
         self.elapsed_before = 0.0  # wall time of earlier (interrupted) segments
         self.partial: dict | None = None  # position inside an epoch, for a signal checkpoint
+        for module in (self.student, self.projector, self.synthesizer):
+            if module is not None:
+                broadcast_module(module)  # identical starting points on every rank
 
     def state(self, elapsed: float) -> dict:
         """Everything needed to continue the run exactly."""
@@ -192,8 +204,10 @@ def run_distillation(setup: DistillSetup,
     cfg, info, out = setup.cfg, setup.info, setup.out
     t_start = time.time()
     seed_everything(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "grids").mkdir(exist_ok=True)
+    main = rank() == 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "grids").mkdir(exist_ok=True)
     run = _Run(setup)
     if setup.resume_state is not None:
         run.load(setup.resume_state)
@@ -201,24 +215,29 @@ def run_distillation(setup: DistillSetup,
         where = (f"epoch {run.partial['epoch']}, student step {run.partial['kd_done']}"
                  if run.partial else f"the end of epoch {run.epoch}")
         log(f"resuming {out} from {where}")
-    else:
+    elif main:
         clear_run_outputs(out)
         run.teacher_acc = evaluate(run.teacher, setup.test, run.augment.normalize,
                                    cfg.eval_batch_size)
         log(f"teacher {cfg.teacher}: {run.teacher_acc:.2f}% on the {info.name} test set")
-    _write_metrics(out / "metrics.jsonl", run.history)
+    if main:
+        _write_metrics(out / "metrics.jsonl", run.history)
 
     def elapsed() -> float:
         return run.elapsed_before + time.time() - t_start
 
     with _StopSignals() as stop:
         bar = tqdm(range(run.epoch + 1, cfg.epochs + 1), desc="distill",
-                   disable=not cfg.progress, initial=run.epoch, total=cfg.epochs)
+                   disable=not (cfg.progress and main), initial=run.epoch, total=cfg.epochs)
         for epoch in bar:
             _run_epoch(run, epoch, elapsed, stop)
-            bar.set_postfix(acc=f"{run.history[-1]['test_acc']:.2f}",
-                            best=f"{run.best_acc:.2f}")
+            if main:
+                bar.set_postfix(acc=f"{run.history[-1]['test_acc']:.2f}",
+                                best=f"{run.best_acc:.2f}")
 
+    barrier()
+    if not main:
+        return {}
     save_weights(run.student, out / "student.safetensors")
     if cfg.export_synthetic:
         run.pool.export(out / "synthetic.safetensors")
@@ -233,7 +252,7 @@ def run_distillation(setup: DistillSetup,
         "images_synthesized": run.images_synthesized,
         "student_params": sum(p.numel() for p in run.student.parameters()),
         "teacher_params": sum(p.numel() for p in run.teacher.parameters()),
-        "device": str(setup.device), "config": cfg.to_dict(),
+        "device": str(setup.device), "processes": run.world, "config": cfg.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -265,12 +284,22 @@ def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopS
     cfg, out = run.cfg, run.setup.out
     ckpt_path = out / CHECKPOINT
 
-    def checkpoint_here(part: dict, step: int) -> None:
+    def checkpoint_here(make_part: Callable[[], dict], step: int) -> None:
+        """Honour a pending stop signal: checkpoint this exact position and stop."""
+        if run.world > 1:  # ranks agree to stop; the last epoch checkpoint is the resume point
+            if any_rank(stop.signum is not None, run.device):
+                raise RunInterrupted(stop.signum or signal.SIGTERM, epoch, step, ckpt_path,
+                                     repeat_epoch=True)
+            return
         if stop.signum is not None:
-            run.partial = part
+            watch.check()
+            run.partial = make_part()
             save_checkpoint(ckpt_path, run.state(elapsed()))
             raise RunInterrupted(stop.signum, epoch, step, ckpt_path)
 
+    if run.world > 1:  # per-rank streams that depend only on (seed, epoch, rank): resumable
+        torch.manual_seed((cfg.seed * 1_000_003 + epoch) * 1009 + run.rank)
+    watch = FiniteWatch("student")
     try:
         part = run.partial if run.partial and run.partial["epoch"] == epoch else None
         if part is None:
@@ -280,14 +309,15 @@ def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopS
             if run.kind == "pool":
                 t0 = time.time()
                 result = run.synthesizer.synthesize()
-                run.pool.add(result.images, result.labels)
-                run.images_synthesized += result.images.shape[0]
-                part.update(images=result.images.detach().cpu(), labels=result.labels.cpu(),
+                images = all_gather_cat(result.images.detach())
+                labels = all_gather_cat(result.labels)
+                run.pool.add(images, labels)  # every rank keeps the same pool
+                run.images_synthesized += images.shape[0]
+                part.update(images=images.cpu(), labels=labels.cpu(),
                             syn_losses=result.losses, synthesis_s=time.time() - t0)
-                checkpoint_here(part, 0)
+                checkpoint_here(lambda: part, 0)
         run.student.train()
         terms = {k: list(v.to(run.device)) for k, v in part["terms"].items()}
-        watch = FiniteWatch("student")
         views = 2 * cfg.batch_size
         t1 = time.time()
         for step in tqdm(range(part["kd_done"], cfg.kd_steps), desc="student", leave=False,
@@ -301,18 +331,30 @@ def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopS
             watch.update(step, step_terms)
             for k, v in step_terms.items():
                 terms.setdefault(k, []).append(v)
-            if stop.signum is not None:
-                watch.check()
-                checkpoint_here({**part, "kd_done": step + 1,
-                                 "distill_s": part["distill_s"] + time.time() - t1,
-                                 "terms": {k: torch.stack(v).cpu() for k, v in terms.items()}},
-                                step + 1)
+            checkpoint_here(lambda step=step: {
+                **part, "kd_done": step + 1, "distill_s": part["distill_s"] + time.time() - t1,
+                "terms": {k: torch.stack(v).cpu() for k, v in terms.items()}}, step + 1)
         watch.check()
     except NonFiniteLoss as e:
         e.epoch = epoch
         raise
     run.partial = None
     run.scheduler.step()
+    t2 = time.time()
+    broadcast_module(run.student)  # BN running statistics as rank 0's
+    run.epoch = epoch
+    stopping = (any_rank(stop.signum is not None, run.device) if run.world > 1
+                else stop.signum is not None)
+    if run.rank == 0:
+        _epoch_outputs(run, epoch, part, terms, t2 - t1, elapsed)
+    if stopping and epoch < cfg.epochs:  # after the last epoch: just finish
+        raise RunInterrupted(stop.signum or signal.SIGTERM, epoch, -1, ckpt_path)
+
+
+def _epoch_outputs(run: _Run, epoch: int, part: dict, terms: dict[str, list[torch.Tensor]],
+                   distill_s: float, elapsed: Callable[[], float]) -> None:
+    """Rank 0: evaluate, keep the best student, grid, metrics line, plot, checkpoint."""
+    cfg, out = run.cfg, run.setup.out
     t2 = time.time()
     acc = evaluate(run.student, run.setup.test, run.augment.normalize, cfg.eval_batch_size)
     if acc > run.best_acc:
@@ -330,10 +372,9 @@ def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopS
     record = {"epoch": epoch, "test_acc": round(acc, 4), **part["syn_losses"],
               **{k: _mean(v) for k, v in terms.items()}, **diversity, "lr": part["lr"],
               "pool_size": len(run.pool), "images_synthesized": run.images_synthesized,
-              "synthesis_s": part["synthesis_s"], "distill_s": part["distill_s"] + t2 - t1,
+              "synthesis_s": part["synthesis_s"], "distill_s": part["distill_s"] + distill_s,
               "eval_s": t3 - t2, "elapsed_s": elapsed()}
     run.history.append(record)
-    run.epoch = epoch
     with (out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps(record) + "\n")
     plot_curves(out / "accuracy.png",
@@ -341,6 +382,4 @@ def _run_epoch(run: _Run, epoch: int, elapsed: Callable[[], float], stop: _StopS
                                             [r["test_acc"] for r in run.history])},
                 title=f"{cfg.method}: {cfg.teacher} -> {cfg.student} on {run.info.name}",
                 hlines={f"teacher {run.teacher_acc:.2f}%": run.teacher_acc})
-    save_checkpoint(ckpt_path, run.state(elapsed()))
-    if stop.signum is not None and epoch < cfg.epochs:  # after the last epoch: just finish
-        raise RunInterrupted(stop.signum, epoch, -1, ckpt_path)
+    save_checkpoint(out / CHECKPOINT, run.state(elapsed()))

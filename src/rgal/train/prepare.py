@@ -6,6 +6,7 @@ Everything here runs before any training, so that bad input fails fast and write
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import fields
 from pathlib import Path
@@ -88,7 +89,7 @@ def check_output_dir(out: Path, overwrite: bool, need_bytes: int = 0) -> None:
                               "pass --resume to continue it, --overwrite to replace it, "
                               "or choose another --out")
     probe_dir = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    probe = probe_dir / ".rgal-write-test"
+    probe = probe_dir / f".rgal-write-test-{os.getpid()}"
     try:
         probe.write_bytes(b"")
         probe.unlink()
@@ -141,6 +142,11 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False,
     out = Path(cfg.out)
     if overwrite and resume:
         raise ConfigError("--resume and --overwrite exclude each other")
+    procs = int(os.environ.get("WORLD_SIZE", "1"))
+    for key in ("batch_size", "synthesis_batch_size"):
+        if getattr(cfg, key) % procs or getattr(cfg, key) < procs:
+            raise ConfigError(f"{key}={getattr(cfg, key)} must be a multiple of the "
+                              f"{procs} processes (each takes an equal share)")
     check_output_dir(out, overwrite or resume, estimated_run_bytes(cfg, info))
     teacher = build_model(cfg.teacher, info, "teacher")
     load_model_weights(teacher, resolve_weights_path(cfg.teacher_weights, cfg.dataset,

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..data.augment import Augment
 from ..data.datasets import ImageTensors
+from ..distributed import average_gradients
 from ..losses import kd_loss, relation_loss
 from ..losses.priors import attention_transfer
 from ..models.features import FeatureExtractor, pool_map
@@ -123,6 +124,7 @@ class StudentPhase:
                 + self.w_at * terms.get("loss_at", 0.0))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(p for g in self.optimizer.param_groups for p in g["params"])
         self.optimizer.step()
         terms["loss_student"] = loss
         return {k: val.detach() for k, val in terms.items()}

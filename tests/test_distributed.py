@@ -1,0 +1,125 @@
+"""Multi-process distillation with torchrun (gloo on the CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from rgal.config import distill_config
+
+TINY = ["--epochs", "2", "--g-steps", "2", "--kd-steps", "3", "--batch-size", "8",
+        "--synthesis-batch-size", "16", "--set", "ngf=8", "--set", "nz=16", "--no-progress",
+        "--device", "cpu", "--set", "diversity_samples=32"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_worker(rank: int, world: int, port: int, data: str, teacher: str, out: str,
+                 method: str, result_dir: str) -> None:
+    """One rank: a full epoch, then the flattened student and the pool, saved for the parent."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                      RANK=str(rank), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from rgal.train.distill import _Run, _run_epoch, _StopSignals
+        from rgal.train.prepare import prepare_distillation
+
+        cfg = distill_config({"method": method, "data_root": data, "teacher_weights": teacher,
+                              "out": out, "epochs": 1, "g_steps": 2, "kd_steps": 2,
+                              "batch_size": 8, "synthesis_batch_size": 16, "ngf": 8, "nz": 16,
+                              "device": "cpu", "progress": False, "diversity_samples": 0})
+        setup = prepare_distillation(cfg, overwrite=True)
+        if rank == 0:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / "grids").mkdir(exist_ok=True)
+        dist.barrier()
+        run = _Run(setup)
+        _run_epoch(run, 1, lambda: 0.0, _StopSignals())
+        flat = torch.cat([p.detach().flatten() for p in run.student.parameters()])
+        torch.save({"student": flat, "pool": run.pool.images.clone(),
+                    "synthesized": run.images_synthesized},
+                   Path(result_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["rgal", "dfad"])
+def test_ranks_agree_on_the_student_and_the_pool_after_an_epoch(tmp_path, fake_fmnist,
+                                                                teacher_file, method):
+    results = tmp_path / "results"
+    results.mkdir()
+    mp.spawn(_rank_worker, args=(2, _free_port(), str(fake_fmnist), str(teacher_file),
+                                 str(tmp_path / "out"), method, str(results)), nprocs=2)
+    r0, r1 = (torch.load(results / f"rank{i}.pt") for i in range(2))
+    assert torch.equal(r0["student"], r1["student"]), "student weights differ across ranks"
+    assert torch.equal(r0["pool"], r1["pool"])
+    if method == "rgal":
+        assert r0["pool"].shape[0] == 16 and r0["synthesized"] == 16  # 8 per rank, gathered
+        halves = r0["pool"][:8], r0["pool"][8:]
+        assert not torch.equal(*halves), "each rank synthesizes its own share"
+
+
+def _torchrun(nproc: int, out: Path, data: Path, teacher: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           f"--master_port={_free_port()}", "-m", "rgal", "distill", "--data-root", str(data),
+           "--teacher-weights", str(teacher), "--out", str(out), *TINY]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_end_to_end_only_rank_0_writes(tmp_path, fake_fmnist,
+                                                              teacher_file):
+    out = tmp_path / "ddp"
+    proc = _torchrun(2, out, fake_fmnist, teacher_file)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("student test acc (last)") == 1, "one summary table, from rank 0"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["accuracy.png", "checkpoint.pt", "grids", "metrics.jsonl",
+                            "student.safetensors", "student_best.safetensors",
+                            "summary.json"]), names
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["images_synthesized"] == 32
+
+
+@pytest.mark.slow
+def test_torchrun_with_one_process_is_plain_distill(tmp_path, fake_fmnist, teacher_file):
+    from rgal.cli import main
+
+    assert _torchrun(1, tmp_path / "one", fake_fmnist, teacher_file).returncode == 0
+    assert main(["distill", "--data-root", str(fake_fmnist), "--teacher-weights",
+                 str(teacher_file), "--out", str(tmp_path / "plain"), *TINY]) == 0
+    a = load_file(tmp_path / "one" / "student.safetensors")
+    b = load_file(tmp_path / "plain" / "student.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_batches_must_split_evenly_across_processes(tmp_path, fake_fmnist, teacher_file,
+                                                    monkeypatch, capsys):
+    from rgal.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    out = tmp_path / "o"
+    argv = ["distill", "--data-root", str(fake_fmnist), "--teacher-weights", str(teacher_file),
+            "--out", str(out), *TINY]
+    assert main(argv) == 2
+    assert "multiple of the 3 processes" in capsys.readouterr().err
+    assert not out.exists()
