@@ -137,6 +137,10 @@ class DistillConfig:
     out: str = _opt("runs/demo", "output folder")
     seed: int = _opt(0, "random seed", lo=0, hi=2**31 - 1)
     device: str = _opt("auto", "auto, cpu, cuda, cuda:1, mps")
+    precision: str = _opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
+                          choices=("fp32", "bf16", "fp16"))
+    channels_last: bool = _opt(False, "channels-last memory layout for the conv nets")
+    compile: bool = _opt(False, "torch.compile the teacher, student and generator")
     eval_batch_size: int = _opt(1000, "test-set batch size", lo=1, hi=65_536)
     export_synthetic: bool = _opt(False, "write the final synthetic pool to out/synthetic.safetensors")
     grid_every: int = _opt(1, "write a synthetic-image grid every N epochs (0: never)", lo=0)

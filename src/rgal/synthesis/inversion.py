@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..amp import Precision
 from ..data.augment import Augment
-from ..distributed import average_gradients
 from ..losses import BNStatistics, FiniteWatch, adversarial_loss, relation_loss
 from ..losses.priors import total_variation
 from ..models.features import FeatureExtractor, Features
@@ -36,7 +36,7 @@ class InversionSynthesizer(Synthesizer):
                  w_tv: float = 0.0, bn_momentum: float = 0.0, direction: str = "paper",
                  sampler: str = "focal", margin: float = 0.2,
                  relation_feature: str = "last_stage", reset_generator: bool = True,
-                 progress: bool = False) -> None:
+                 precision: str = "fp32", progress: bool = False) -> None:
         super().__init__(teacher, student)
         if direction not in ("paper", "code"):
             raise ValueError(f"relation direction must be 'paper' or 'code', got {direction!r}")
@@ -51,6 +51,7 @@ class InversionSynthesizer(Synthesizer):
         self.relation_feature = relation_feature
         self.reset_generator = reset_generator
         self.progress = progress
+        self.precision = Precision(precision, next(generator.parameters()).device)
         self.bn_stats = BNStatistics(teacher.model, bn_momentum) if w_bn > 0 else None
         if self.bn_stats:
             self.bn_stats.enabled = False  # only while synthesizing, not in evaluations
@@ -124,28 +125,27 @@ class InversionSynthesizer(Synthesizer):
         with frozen_student(self.student.model):
             for step in tqdm(range(self.g_steps), desc="synthesis", leave=False,
                              disable=not self.progress):
-                x = generator(z)
-                v = self.augment(x)
-                t = self.teacher(v)
-                s = self.student(v)
-                terms = self.terms(x, v, y, t, s)
-                loss = sum(self.weights[k] * val for k, val in terms.items()
-                           if self.weights.get(k, 0) > 0)
+                with self.precision.autocast():
+                    x = generator(z)
+                    v = self.augment(x)
+                    t = self.teacher(v)
+                    s = self.student(v)
+                    terms = self.terms(x, v, y, t, s)
+                    loss = sum(self.weights[k] * val.float() for k, val in terms.items()
+                               if self.weights.get(k, 0) > 0)
                 with torch.no_grad():
                     if best_x is None:
-                        best_x = x.detach().clone()
+                        best_x = x.detach().float().clone()
                     better = loss < best_cost
                     best_cost = torch.where(better, loss, best_cost)
-                    best_x = torch.where(better, x.detach(), best_x)
+                    best_x = torch.where(better, x.detach().float(), best_x)
                     best_t = torch.where(better, t.logits.argmax(1), best_t)
                     terms["loss_syn"] = loss
                     watch.update(step, terms)
                     for k, val in terms.items():
                         sums[k] = sums.get(k, 0.0) + val.detach()
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                average_gradients(shared)
-                opt.step()
+                self.precision.step(loss, opt, shared)
         if self.bn_stats:
             self.bn_stats.enabled = False
         watch.check()

@@ -30,7 +30,8 @@ def build_synthesizer(cfg: DistillConfig, teacher: FeatureExtractor, student: Fe
         return OnlineSynthesizer(
             teacher, student, generator, augment, objective=cfg.method,
             batch_size=2 * cfg.batch_size, lr_g=cfg.lr_g, w_bn=cfg.w_bn, w_oh=cfg.w_oh,
-            w_adv=cfg.w_adv, w_act=cfg.w_act, w_ie=cfg.w_ie, w_balance=cfg.w_balance)
+            w_adv=cfg.w_adv, w_act=cfg.w_act, w_ie=cfg.w_ie, w_balance=cfg.w_balance,
+            precision=cfg.precision)
     if cfg.method not in POOL_METHODS:
         return None
     if cfg.method == "deepinv":
@@ -42,7 +43,8 @@ def build_synthesizer(cfg: DistillConfig, teacher: FeatureExtractor, student: Fe
                   w_tri=cfg.w_tri, w_tv=cfg.w_tv, bn_momentum=cfg.bn_momentum,
                   direction=cfg.relation_direction, sampler=cfg.syn_sampler, margin=cfg.margin,
                   relation_feature=cfg.syn_relation_feature,
-                  reset_generator=cfg.reset_generator, progress=cfg.progress)
+                  reset_generator=cfg.reset_generator, precision=cfg.precision,
+                  progress=cfg.progress)
     if cfg.method.startswith("cmi"):
         kwargs.update(feature_dim=feature_dim, w_cr=cfg.w_cr, cr_temperature=cfg.cr_temperature,
                       bank_size=cfg.bank_size)

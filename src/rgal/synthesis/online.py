@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..amp import Precision
 from ..data.augment import Augment
-from ..distributed import average_gradients
 from ..losses import BNStatistics, per_sample_kl
 from ..losses.priors import activation_loss, class_balance_loss
 from ..models.features import FeatureExtractor
@@ -33,7 +33,8 @@ class OnlineSynthesizer(Synthesizer):
     def __init__(self, teacher: FeatureExtractor, student: FeatureExtractor,
                  generator: nn.Module, augment: Augment, *, objective: str, batch_size: int,
                  lr_g: float, w_bn: float = 0.0, w_oh: float = 0.0, w_adv: float = 0.0,
-                 w_act: float = 0.0, w_ie: float = 0.0, w_balance: float = 0.0) -> None:
+                 w_act: float = 0.0, w_ie: float = 0.0, w_balance: float = 0.0,
+                 precision: str = "fp32") -> None:
         super().__init__(teacher, student)
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown online objective {objective!r}")
@@ -46,6 +47,7 @@ class OnlineSynthesizer(Synthesizer):
         if self.bn_stats:
             self.bn_stats.enabled = False
         self.opt = torch.optim.Adam(generator.parameters(), lr=lr_g, betas=(0.5, 0.999))
+        self.precision = Precision(precision, next(generator.parameters()).device)
 
     def _z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         device = next(self.generator.parameters()).device
@@ -54,41 +56,44 @@ class OnlineSynthesizer(Synthesizer):
     def generator_step(self) -> dict[str, torch.Tensor]:
         """One Adam step of the generator; returns its detached loss terms."""
         self.generator.train()
-        x = self.generator(self._z(self.batch_size))
-        v = self.augment(x, augment=False)
+        with self.precision.autocast():
+            x = self.generator(self._z(self.batch_size))
+            terms = self._terms(self.augment(x, augment=False))
+        loss = sum(self.weights[k] * val.float() for k, val in terms.items())
+        self.opt.zero_grad(set_to_none=True)
+        self.precision.step(loss, self.opt, self.generator.parameters())
+        terms["loss_syn"] = loss
+        return {k: val.detach() for k, val in terms.items()}
+
+    def _terms(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The generator's loss terms on the views `v`, unweighted."""
         w = self.weights
+        terms: dict[str, torch.Tensor] = {}
         if self.bn_stats:
             self.bn_stats.enabled = True
         try:
             t = self.teacher(v)
-            terms: dict[str, torch.Tensor] = {}
             if self.bn_stats:
                 terms["loss_bn"] = self.bn_stats.loss()
-            if w["loss_oh"] > 0:
-                terms["loss_oh"] = F.cross_entropy(t.logits, t.logits.argmax(1))
-            if w["loss_act"] > 0:
-                terms["loss_act"] = activation_loss(t.feature)
-            if w["loss_ie"] > 0:
-                terms["loss_ie"] = class_balance_loss(t.logits)
-            if w["loss_balance"] > 0:
-                terms["loss_balance"] = class_balance_loss(t.logits)
-            if w["loss_adv"] > 0:
-                with frozen_student(self.student.model):
-                    s = self.student(v)
-                if self.objective == "dfad":
-                    terms["loss_adv"] = -(s.logits - t.logits).abs().mean()
-                else:
-                    terms["loss_adv"] = -per_sample_kl(s.logits, t.logits).mean()
         finally:
             if self.bn_stats:
                 self.bn_stats.enabled = False
-        loss = sum(w[k] * val for k, val in terms.items())
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(self.generator.parameters())
-        self.opt.step()
-        terms["loss_syn"] = loss
-        return {k: val.detach() for k, val in terms.items()}
+        if w["loss_oh"] > 0:
+            terms["loss_oh"] = F.cross_entropy(t.logits, t.logits.argmax(1))
+        if w["loss_act"] > 0:
+            terms["loss_act"] = activation_loss(t.feature)
+        if w["loss_ie"] > 0:
+            terms["loss_ie"] = class_balance_loss(t.logits)
+        if w["loss_balance"] > 0:
+            terms["loss_balance"] = class_balance_loss(t.logits)
+        if w["loss_adv"] > 0:
+            with frozen_student(self.student.model):
+                s = self.student(v)
+            if self.objective == "dfad":
+                terms["loss_adv"] = -(s.logits.float() - t.logits.float()).abs().mean()
+            else:
+                terms["loss_adv"] = -per_sample_kl(s.logits, t.logits).mean()
+        return terms
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..amp import Precision
 from ..config import ONLINE_METHODS, REAL_DATA_METHODS, DistillConfig
 from ..data.augment import Augment
 from ..data.datasets import DatasetInfo, ImageTensors
@@ -135,6 +136,7 @@ class _Run:
                      "real" if cfg.method in REAL_DATA_METHODS else "pool")
         self.synthesizer = build_synthesizer(local, self.t_ext, s_ext, self.augment, info, t_dim,
                                              device)
+        self._speed_ups(cfg)
         params = list(self.student.parameters()) + list(self.projector.parameters())
         self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
@@ -146,7 +148,8 @@ class _Run:
                                   w_cd=cfg.w_cd, w_stri=cfg.w_stri, sampler=cfg.stu_sampler,
                                   margin=cfg.margin, pair_sampling=cfg.pair_sampling,
                                   objective=objective, w_at=cfg.w_at,
-                                  at_pairs=paired_stages(len(s_ch), len(t_ch), 0))
+                                  at_pairs=paired_stages(len(s_ch), len(t_ch), 0),
+                                  precision=Precision(cfg.precision, device))
         self.pool = ImagePool(info.channels, info.image_size, device)
         self.source = (self.pool if self.kind == "pool" else self.synthesizer
                        if self.kind == "online" else RealImages(setup.train, device))
@@ -160,6 +163,18 @@ class _Run:
         for module in (self.student, self.projector, self.synthesizer):
             if module is not None:
                 broadcast_module(module)  # identical starting points on every rank
+
+    def _speed_ups(self, cfg: DistillConfig) -> None:
+        """channels-last layout and torch.compile, where the config asks for them."""
+        nets = [self.teacher, self.student]
+        generator = getattr(self.synthesizer, "generator", None)
+        if generator is not None:
+            nets.append(generator)
+        for net in nets:
+            if cfg.channels_last:
+                net.to(memory_format=torch.channels_last)
+            if cfg.compile:
+                net.compile()
 
     def state(self, elapsed: float) -> dict:
         """Everything needed to continue the run exactly."""

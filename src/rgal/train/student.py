@@ -7,9 +7,9 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ..amp import Precision
 from ..data.augment import Augment
 from ..data.datasets import ImageTensors
-from ..distributed import average_gradients
 from ..losses import kd_loss, relation_loss
 from ..losses.priors import attention_transfer
 from ..models.features import FeatureExtractor, pool_map
@@ -72,7 +72,8 @@ class StudentPhase:
                  stage_pairs: tuple[list[int], list[int]], *, batch_size: int, tau: float,
                  w_cd: float, w_stri: float, sampler: str = "distance", margin: float = 0.2,
                  pair_sampling: bool = True, objective: str = "kd", w_at: float = 0.0,
-                 at_pairs: tuple[list[int], list[int]] = ([], [])) -> None:
+                 at_pairs: tuple[list[int], list[int]] = ([], []),
+                 precision: Precision | None = None) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"student objective must be one of {OBJECTIVES}, got {objective!r}")
         self.teacher, self.student, self.augment = teacher, student, augment
@@ -82,6 +83,7 @@ class StudentPhase:
         self.w_cd, self.w_stri, self.w_at = w_cd, w_stri, w_at
         self.objective, self.at_pairs = objective, at_pairs
         self.sampler, self.margin, self.pair_sampling = sampler, margin, pair_sampling
+        self.precision = precision or Precision("fp32")
         self.needs_teacher = objective != "ce" or w_cd > 0 or w_stri > 0 or w_at > 0
 
     def batch(self, source: ImageSource) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,6 +99,16 @@ class StudentPhase:
         """One optimisation step; returns the detached loss terms."""
         v, y = self.batch(source)
         self.student.model.train()
+        with self.precision.autocast():
+            terms, loss = self._losses(v, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.precision.step(loss, self.optimizer,
+                            [p for g in self.optimizer.param_groups for p in g["params"]])
+        terms["loss_student"] = loss
+        return {k: val.detach() for k, val in terms.items()}
+
+    def _losses(self, v: torch.Tensor, y: torch.Tensor
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         t = None
         if self.needs_teacher:
             with torch.no_grad():
@@ -119,12 +131,7 @@ class StudentPhase:
         if self.w_stri > 0:
             terms["loss_rel_stu"] = relation_loss(s.feature, t.logits.argmax(1), s.logits,
                                                   sampler=self.sampler, margin=self.margin)
-        loss = (main + self.w_cd * terms.get("loss_cd", 0.0)
+        loss = (main.float() + self.w_cd * terms.get("loss_cd", 0.0)
                 + self.w_stri * terms.get("loss_rel_stu", 0.0)
                 + self.w_at * terms.get("loss_at", 0.0))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(p for g in self.optimizer.param_groups for p in g["params"])
-        self.optimizer.step()
-        terms["loss_student"] = loss
-        return {k: val.detach() for k, val in terms.items()}
+        return terms, loss

@@ -1,0 +1,44 @@
+"""Mixed precision: an autocast context and, for fp16, a gradient scaler, per optimiser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from torch import nn
+
+from .distributed import average_gradients
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Precision:
+    """What one optimiser's steps run in: fp32, bf16 autocast, or fp16 autocast + loss scaling."""
+
+    def __init__(self, name: str = "fp32", device: torch.device | str = "cpu") -> None:
+        if name not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+        self.name = name
+        self.device_type = torch.device(device).type
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=name == "fp16")
+
+    def autocast(self) -> AbstractContextManager:
+        """The context the forward passes run in."""
+        dtype = _DTYPES.get(self.name)
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device_type, dtype=dtype)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+             shared: Iterable[nn.Parameter] = ()) -> None:
+        """Backward (scaled for fp16), average `shared` gradients over ranks, optimiser step."""
+        self.scaler.scale(loss).backward()
+        shared = list(shared)
+        if shared:
+            if self.scaler.is_enabled():
+                self.scaler.unscale_(optimizer)
+            average_gradients(shared)
+        self.scaler.step(optimizer)
+        self.scaler.update()
