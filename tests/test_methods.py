@@ -190,3 +190,19 @@ def test_every_method_config_for_cifar_runs_end_to_end(tmp_path):
                                                                        "wrn16_1", 1)
         summary = run_distillation(prepare_distillation(cfg), log=lambda _m: None)
         assert 0 <= summary["final_acc"] <= 100, f.name
+
+
+def test_holdout_evaluates_on_unseen_training_images(tmp_path, fake_fmnist, teacher_file):
+    from rgal.config import ConfigError
+    from rgal.data.datasets import load_dataset
+
+    base = {**TINY, "data_root": str(fake_fmnist), "teacher_weights": str(teacher_file),
+            "out": str(tmp_path / "h")}
+    train = load_dataset("fashion-mnist", fake_fmnist, train=True, download=False)
+    setup = prepare_distillation(distill_config(base, {"method": "kd-real", "holdout": 20}))
+    assert torch.equal(setup.test.images, train.images[-20:])
+    assert torch.equal(setup.train.images, train.images[:-20])
+    setup = prepare_distillation(distill_config(base, {"holdout": 20}))
+    assert len(setup.test) == 20
+    with pytest.raises(ConfigError, match="holdout"):
+        prepare_distillation(distill_config(base, {"holdout": len(train)}))

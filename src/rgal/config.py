@@ -142,6 +142,9 @@ class DistillConfig:
     channels_last: bool = _opt(False, "channels-last memory layout for the conv nets")
     compile: bool = _opt(False, "torch.compile the teacher, student and generator")
     eval_batch_size: int = _opt(1000, "test-set batch size", lo=1, hi=65_536)
+    holdout: int = _opt(0, "evaluate on the last N training images instead of the test set "
+                           "(for choosing settings; kd-real/scratch then train on the rest)",
+                        lo=0, hi=10_000_000)
     export_synthetic: bool = _opt(False, "write the final synthetic pool to out/synthetic.safetensors")
     grid_every: int = _opt(1, "write a synthetic-image grid every N epochs (0: never)", lo=0)
     progress: bool = _opt(True, "show progress bars")

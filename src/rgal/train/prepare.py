@@ -22,7 +22,7 @@ from ..config import (
     build_config,
     distill_config,
 )
-from ..data.datasets import DatasetInfo, describe_dataset, load_dataset
+from ..data.datasets import DatasetInfo, ImageTensors, describe_dataset, load_dataset
 from ..models import create_model, list_models
 from ..models.features import find_batchnorms
 from ..models.weights import WeightsError, load_weights
@@ -159,6 +159,12 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False,
     if int(test.labels.max()) >= info.num_classes:
         raise ConfigError(f"test labels exceed the {info.num_classes} classes of {cfg.dataset}")
     train = None
-    if cfg.method in REAL_DATA_METHODS:
+    if cfg.method in REAL_DATA_METHODS or cfg.holdout:
         train = load_dataset(cfg.dataset, cfg.data_root, train=True, download=cfg.download)
+    if cfg.holdout:
+        if cfg.holdout >= len(train):
+            raise ConfigError(f"holdout={cfg.holdout} leaves no training image "
+                              f"({len(train)} in {cfg.dataset})")
+        test = ImageTensors(train.images[-cfg.holdout:], train.labels[-cfg.holdout:])
+        train = ImageTensors(train.images[:-cfg.holdout], train.labels[:-cfg.holdout])
     return DistillSetup(cfg, info, teacher, student, test, device, out, resume_state, train)
