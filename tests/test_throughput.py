@@ -61,7 +61,7 @@ def test_tiny_run_writes_the_table(throughput, tmp_path):
     assert throughput.main(["--tiny", "--settings", "fmnist", "--out", str(out)]) == 0
     text = out.read_text()
     for row in ("median synthesis step", "synthesis images/s", "median distillation step",
-                "synthesis / matmul rate", "I/O and host", "matmul rate"):
+                "synthesis / matmul rate", "I/O (files)", "matmul rate", "checkpoint"):
         assert row in text
     assert "Fashion-MNIST default" in text and "TINY MODE" in text
     rows = [(cells[1].strip(), cells[2].strip()) for cells in
@@ -71,8 +71,8 @@ def test_tiny_run_writes_the_table(throughput, tmp_path):
     assert float(table["synthesis step GFLOP (fwd + bwd)"]) > 0
     assert float(table["synthesis achieved GFLOP/s"]) > 0
     i = [label for label, _ in rows].index("short epoch wall")
-    split = rows[i + 1:i + 5]
+    split = rows[i + 1:i + 6]
     assert [label for label, _ in split] == ["synthesis", "distillation", "evaluation",
-                                             "I/O and host"]
+                                             "I/O (files)", "host (other)"]
     shares = [float(value.split("(")[1].rstrip("%)")) for _, value in split]
     assert abs(sum(shares) - 100) < 1.0
