@@ -125,19 +125,39 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(device: torch.device, n: int, repeats: int) -> float:
-    """Median GFLOP/s of an n x n x n float32 matmul on `device` (2 n^3 FLOPs each)."""
+def clock() -> tuple[float, float]:
+    """(wall, process CPU) seconds: on a shared CPU the CPU time excludes time spent waiting."""
+    return time.perf_counter(), time.process_time()
+
+
+@dataclass
+class Rate:
+    """A median duration measured on the wall clock and in process CPU time."""
+
+    wall: float
+    cpu: float
+
+    @staticmethod
+    def median(marks: list[tuple[float, float]]) -> Rate:
+        walls = [b[0] - a[0] for a, b in zip(marks[::2], marks[1::2], strict=True)]
+        cpus = [b[1] - a[1] for a, b in zip(marks[::2], marks[1::2], strict=True)]
+        return Rate(statistics.median(walls), statistics.median(cpus))
+
+
+def matmul_gflops(device: torch.device, n: int, repeats: int) -> tuple[float, float]:
+    """Median GFLOP/s (wall, CPU time) of an n x n x n float32 matmul (2 n^3 FLOPs each)."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     c = a @ b  # warm-up
-    times = []
+    marks = []
     for _ in range(repeats):
         sync(device)
-        t0 = time.perf_counter()
+        marks.append(clock())
         c = torch.mm(a, b, out=c)
         sync(device)
-        times.append(time.perf_counter() - t0)
-    return 2.0 * n ** 3 / statistics.median(times) / 1e9
+        marks.append(clock())
+    r = Rate.median(marks)
+    return 2.0 * n ** 3 / r.wall / 1e9, 2.0 * n ** 3 / max(r.cpu, 1e-9) / 1e9
 
 
 class StepClock:
@@ -150,17 +170,19 @@ class StepClock:
 
     def _mark(self, _m, _inp) -> None:
         sync(self.device)
-        self.marks.append(time.perf_counter())
+        self.marks.append(clock())
 
     def run(self, fn):
         self.marks = []
         out = fn()
         sync(self.device)
-        self.marks.append(time.perf_counter())
+        self.marks.append(clock())
         return out
 
-    def step_times(self) -> list[float]:
-        return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
+    def steps(self, skip: int) -> Rate:
+        """Median step duration after the first `skip` steps."""
+        marks = self.marks[skip:]
+        return Rate.median([m for a, b in zip(marks, marks[1:], strict=False) for m in (a, b)])
 
     def remove(self) -> None:
         self._h.remove()
@@ -230,8 +252,8 @@ class Result:
     note: str
     syn_batch: int
     kd_batch: int
-    syn_step_s: float
-    kd_step_s: float
+    syn_step: Rate
+    kd_step: Rate
     syn_flops: FlopCount
     kd_flops: FlopCount
     epoch: dict[str, float]
@@ -242,6 +264,14 @@ class Result:
     @property
     def syn_gflops(self) -> float:
         return self.syn_flops.total / self.syn_step_s / 1e9
+
+    @property
+    def syn_step_s(self) -> float:
+        return self.syn_step.wall
+
+    @property
+    def kd_step_s(self) -> float:
+        return self.kd_step.wall
 
     @property
     def kd_gflops(self) -> float:
@@ -288,11 +318,11 @@ def measure(setting: Setting, device: torch.device, steps: int, warmup: int,
         w_bn=cfg.w_bn, w_oh=cfg.w_oh, w_adv=cfg.w_adv, w_tri=cfg.w_tri,
         direction=cfg.relation_direction, sampler=cfg.syn_sampler, margin=cfg.margin,
         relation_feature=cfg.syn_relation_feature, reset_generator=cfg.reset_generator)
-    clock = StepClock(generator, device)
+    step_clock = StepClock(generator, device)
     with counter.measure() as syn_count:
-        result = clock.run(synth.synthesize)
-    clock.remove()
-    syn_times = clock.step_times()[warmup:]
+        result = step_clock.run(synth.synthesize)
+    step_clock.remove()
+    syn_step = step_clock.steps(warmup)
     profile = profile_synthesis(synth, device) if do_profile else ""
     n_steps = warmup + steps
     syn_flops = FlopCount({k: v / n_steps for k, v in syn_count.forward.items()},
@@ -309,24 +339,24 @@ def measure(setting: Setting, device: torch.device, steps: int, warmup: int,
                          w_stri=cfg.w_stri, sampler=cfg.stu_sampler, margin=cfg.margin,
                          pair_sampling=cfg.pair_sampling)
     student.train()
-    kd_times = []
+    kd_marks = []
     for i in range(warmup + steps):
         with counter.measure() if i == warmup else contextlib.nullcontext():
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             phase.step(pool)
             sync(device)
         if i == warmup:
             kd_flops = counter.count
         if i >= warmup:
-            kd_times.append(time.perf_counter() - t0)
+            kd_marks += [t0, clock()]
     counter.remove()
     t_ext.remove()
     s_ext.remove()
 
     epoch = epoch_split(setting, device, epoch_steps)
     return Result(setting.name, setting.note, cfg.synthesis_batch_size, 2 * cfg.batch_size,
-                  statistics.median(syn_times), statistics.median(kd_times), syn_flops,
+                  syn_step, Rate.median(kd_marks), syn_flops,
                   kd_flops, epoch, epoch_steps, (cfg.g_steps, cfg.kd_steps), profile)
 
 
@@ -358,6 +388,17 @@ def timed_io(module):
             setattr(module, name, fn)
 
 
+@contextlib.contextmanager
+def skip_teacher_eval(module, teacher: nn.Module):
+    """The run's opening teacher evaluation is not part of any epoch: skip it (report 0)."""
+    evaluate = module.evaluate
+    module.evaluate = lambda model, *a, **k: 0.0 if model is teacher else evaluate(model, *a, **k)
+    try:
+        yield
+    finally:
+        module.evaluate = evaluate
+
+
 def epoch_split(setting: Setting, device: torch.device, steps: tuple[int, int]) -> dict:
     """Wall-time split of the second epoch of a real 2-epoch `run_distillation`.
 
@@ -377,7 +418,7 @@ def epoch_split(setting: Setting, device: torch.device, steps: tuple[int, int]) 
         cfg.out = tmp
         setup = DistillSetup(cfg=cfg, info=info, teacher=setting.teacher, student=student,
                              test=setting.test, device=device, out=Path(tmp))
-        with timed_io(distill_module) as calls:
+        with timed_io(distill_module) as calls, skip_teacher_eval(distill_module, setting.teacher):
             run_distillation(setup, log=lambda _msg: None)
         hist = [json.loads(line) for line in
                 (Path(tmp) / "metrics.jsonl").read_text().splitlines() if line]
@@ -406,16 +447,28 @@ def fmt_s(s: float) -> str:
     return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
-def table(results: list[Result], matmul: float, device: torch.device, threads: int,
-          tiny: bool, loaded: str) -> str:
+def table(results: list[Result], matmul: tuple[float, float], device: torch.device,
+          threads: int, tiny: bool, loaded: str, mm_n: int = 2048) -> str:
     """The markdown report of every setting."""
+    cpu = device.type == "cpu"
+    mm_wall, mm_cpu = matmul
+
+    def both(wall: str, cpu_time: str) -> str:
+        return f"{wall} / {cpu_time}" if cpu else wall
+
+    suffix = " (wall / CPU time)" if cpu else ""
     lines = [
         "# Throughput",
         "",
         f"Device: {describe_device(device)}; torch {torch.__version__}; "
         f"{threads} thread(s); float32.{' TINY MODE (small batches, few steps).' if tiny else ''}",
-        f"Measured float32 matmul rate on the same device and threads: **{matmul:.1f} GFLOP/s**.",
+        f"Measured float32 matmul rate ({mm_n}^3) on the same device and threads: "
+        f"**{both(f'{mm_wall:.1f}', f'{mm_cpu:.1f}')} GFLOP/s**{suffix}.",
     ]
+    if cpu:
+        lines.append("Wall: elapsed time. CPU time: the process's CPU seconds, which leave out "
+                     "the time other jobs held the core; on a shared CPU the CPU-time rates "
+                     "are the ones to compare.")
     if loaded:
         lines.append(loaded)
     lines += ["", "| | " + " | ".join(r.name for r in results) + " |",
@@ -426,18 +479,24 @@ def table(results: list[Result], matmul: float, device: torch.device, threads: i
 
     row("synthesis batch (images)", lambda r: str(r.syn_batch))
     row("student batch (views)", lambda r: str(r.kd_batch))
-    row("median synthesis step", lambda r: fmt_s(r.syn_step_s))
+    row("median synthesis step" + suffix,
+        lambda r: both(fmt_s(r.syn_step.wall), fmt_s(r.syn_step.cpu)))
     row("synthesis images/s", lambda r: f"{r.syn_batch / r.syn_step_s:.1f}")
-    row("median distillation step", lambda r: fmt_s(r.kd_step_s))
+    row("median distillation step" + suffix,
+        lambda r: both(fmt_s(r.kd_step.wall), fmt_s(r.kd_step.cpu)))
     row("distillation views/s", lambda r: f"{r.kd_batch / r.kd_step_s:.1f}")
     row("synthesis step GFLOP (fwd + bwd)", lambda r: f"{r.syn_flops.total / 1e9:.2f}")
     row("  of which teacher / student / generator",
         lambda r: " / ".join(f"{(r.syn_flops.forward.get(k, 0) + r.syn_flops.backward.get(k, 0)) / 1e9:.2f}"
                              for k in ("teacher", "student", "generator")))
-    row("synthesis achieved GFLOP/s", lambda r: f"{r.syn_gflops:.1f}")
-    row("synthesis / matmul rate", lambda r: f"{100 * r.syn_gflops / matmul:.0f}%")
+    row("synthesis achieved GFLOP/s" + suffix,
+        lambda r: both(f"{r.syn_gflops:.1f}", f"{r.syn_flops.total / r.syn_step.cpu / 1e9:.1f}"))
+    row("synthesis / matmul rate" + suffix,
+        lambda r: both(f"{100 * r.syn_gflops / mm_wall:.0f}%",
+                       f"{100 * r.syn_flops.total / r.syn_step.cpu / 1e9 / mm_cpu:.0f}%"))
     row("distillation step GFLOP", lambda r: f"{r.kd_flops.total / 1e9:.2f}")
-    row("distillation achieved GFLOP/s", lambda r: f"{r.kd_gflops:.1f}")
+    row("distillation achieved GFLOP/s" + suffix,
+        lambda r: both(f"{r.kd_gflops:.1f}", f"{r.kd_flops.total / r.kd_step.cpu / 1e9:.1f}"))
     row("short epoch (g_steps, kd_steps)", lambda r: f"{r.epoch_steps[0]}, {r.epoch_steps[1]}")
     row("short epoch wall", lambda r: fmt_s(r.epoch["wall"]))
     for part in PARTS:
@@ -514,13 +573,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in names if s not in makers]
     if unknown or not names:
         raise SystemExit(f"throughput.py: unknown setting(s) {unknown}; use cifar, fmnist")
-    matmul = matmul_gflops(device, 256 if args.tiny else 2048, 3 if args.tiny else 10)
+    mm_n = 256 if args.tiny else 2048
+    matmul = matmul_gflops(device, mm_n, 3 if args.tiny else 10)
     results = []
     for name in names:
         setting = makers[name](args.tiny, str(device))
         print(f"measuring {setting.name} ...", file=sys.stderr, flush=True)
         results.append(measure(setting, device, steps, warmup, epoch_steps, args.profile))
-    report = table(results, matmul, device, args.threads, args.tiny, args.note)
+    report = table(results, matmul, device, args.threads, args.tiny, args.note, mm_n)
     print(report)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
