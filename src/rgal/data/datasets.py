@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ from .cifar import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR_LAYOUTS, load_cifar
 from .download import download_url
 from .idx import read_idx
 from .imagefolder import image_folder_classes, load_image_folder
+from .imagenet import IMAGENET_NUM_CLASSES, IMAGENET_SIZE, imagenet_classes, load_imagenet
 
 __all__ = [
     "DATASETS", "DYNAMIC_DATASETS", "IDX_SOURCES", "SYSTEM_DATASET_DIRS", "DatasetError",
@@ -52,6 +53,9 @@ DATASETS: dict[str, DatasetInfo] = {
                            (0.2023, 0.1994, 0.2010), 4, True, CIFAR10_CLASSES),
     "cifar100": DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409),
                             (0.2673, 0.2564, 0.2762), 4, True, CIFAR100_CLASSES),
+    # Class names (wnids) are read from the folder by describe_dataset when a root is given.
+    "imagenet": DatasetInfo("imagenet", IMAGENET_NUM_CLASSES, 3, IMAGENET_SIZE, IMAGENET_MEAN,
+                            IMAGENET_STD, IMAGENET_SIZE // 8, True),
 }
 
 # Datasets whose description depends on files on disk (see describe_dataset).
@@ -97,13 +101,16 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def describe_dataset(name: str, root: str | Path | None = None,
                      image_size: int = 32) -> DatasetInfo:
-    """Static info for known names; for `imagefolder`, an info built from the folder at `root`."""
+    """Static info for known names; for `imagefolder`, an info built from the folder at `root`;
+    for `imagenet` with a root, the static info with the folder's wnids as class names."""
     if name == "imagefolder":
         if root is None:
             raise DatasetError("dataset 'imagefolder' needs a root folder")
         classes = image_folder_classes(root)
         return DatasetInfo("imagefolder", len(classes), 3, image_size, IMAGENET_MEAN,
                            IMAGENET_STD, max(1, image_size // 8), True, classes)
+    if name == "imagenet" and root is not None:
+        return replace(dataset_info(name), classes=imagenet_classes(root))
     return dataset_info(name)
 
 
@@ -170,11 +177,15 @@ def download_idx_split(name: str, dest: str | Path, train: bool, progress: bool 
 
 
 def load_dataset(name: str, root: str | Path | None = None, train: bool = True,
-                 download: bool = True, *, image_size: int = 32) -> ImageTensors:
+                 download: bool = True, *, image_size: int = 32,
+                 max_per_class: int | None = None) -> ImageTensors:
     """Load a split of a named dataset into memory (images uint8 (N, C, H, W), labels int64).
 
-    `image_size` is used by `imagefolder` only. Every failure raises DatasetError.
+    `image_size` is used by `imagefolder` only, `max_per_class` (a balanced subset) by
+    `imagenet` only. Every failure raises DatasetError.
     """
+    if name == "imagenet":
+        return load_imagenet(root, train, max_per_class)
     if name == "imagefolder":
         if root is None:
             raise DatasetError("dataset 'imagefolder' needs a root folder")

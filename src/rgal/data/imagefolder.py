@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from tqdm.auto import tqdm
 
 from .base import DatasetError, ImageTensors
 
@@ -50,9 +51,12 @@ def image_folder_classes(root: str | Path) -> tuple[str, ...]:
     return classes
 
 
-def list_image_folder(root: str | Path, train: bool = True
+def list_image_folder(root: str | Path, train: bool = True, max_per_class: int | None = None
                       ) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
-    """(path, label) pairs of one split, sorted by class then file name, and the class names."""
+    """(path, label) pairs of one split, sorted by class then file name, and the class names.
+
+    With `max_per_class`, only the first that many files (by name) of each class are kept.
+    """
     classes = image_folder_classes(root)
     folder = split_dir(root, train)
     index = {name: i for i, name in enumerate(classes)}
@@ -65,14 +69,16 @@ def list_image_folder(root: str | Path, train: bool = True
                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         except OSError as e:
             raise DatasetError(f"{folder / name}: cannot list ({e})") from e
-        samples.extend((p, index[name]) for p in files)
+        samples.extend((p, index[name]) for p in files[:max_per_class])
     if not samples:
         raise DatasetError(f"{folder}: no images with extensions {', '.join(IMAGE_EXTENSIONS)}")
     return samples, classes
 
 
-def load_image(path: str | Path, image_size: int, grayscale: bool = False) -> np.ndarray:
-    """Decode an image, resize its shorter side to `image_size`, center-crop; uint8 (C, S, S)."""
+def load_image(path: str | Path, image_size: int, grayscale: bool = False,
+               resize_size: int | None = None) -> np.ndarray:
+    """Decode an image, resize its shorter side to `resize_size` (default `image_size`), take
+    the central `image_size` square; uint8 (C, S, S)."""
     path = Path(path)
     mode = "L" if grayscale else "RGB"
     try:
@@ -87,8 +93,9 @@ def load_image(path: str | Path, image_size: int, grayscale: bool = False) -> np
         w, h = im.size
         if w <= 0 or h <= 0:
             raise ValueError("empty image")
-        scale = image_size / min(w, h)
-        nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
+        short = max(resize_size or image_size, image_size)
+        scale = short / min(w, h)
+        nw, nh = max(short, round(w * scale)), max(short, round(h * scale))
         if (nw, nh) != (w, h):
             im = im.resize((nw, nh), Image.Resampling.BILINEAR)
         left, top = (nw - image_size) // 2, (nh - image_size) // 2
@@ -101,14 +108,22 @@ def load_image(path: str | Path, image_size: int, grayscale: bool = False) -> np
 
 
 def load_image_folder(root: str | Path, train: bool = True, image_size: int = 32,
-                      grayscale: bool = False) -> ImageTensors:
-    """Load a whole split of an image folder into memory as uint8 (N, C, S, S) images."""
+                      grayscale: bool = False, resize_size: int | None = None,
+                      max_per_class: int | None = None) -> ImageTensors:
+    """Load a split of an image folder into memory as uint8 (N, C, S, S) images.
+
+    Each image is resized (shorter side `resize_size`, default `image_size`) and center-cropped;
+    `max_per_class` keeps only the first files of each class (a smaller, balanced subset).
+    """
     if image_size <= 0:
         raise DatasetError(f"{root}: image_size must be positive, got {image_size}")
-    samples, _ = list_image_folder(root, train)
+    if max_per_class is not None and max_per_class <= 0:
+        raise DatasetError(f"{root}: max_per_class must be positive, got {max_per_class}")
+    samples, _ = list_image_folder(root, train, max_per_class)
     channels = 1 if grayscale else 3
     images = np.empty((len(samples), channels, image_size, image_size), dtype=np.uint8)
-    for i, (path, _label) in enumerate(samples):
-        images[i] = load_image(path, image_size, grayscale)
+    for i, (path, _label) in enumerate(tqdm(samples, desc=f"decoding {Path(root).name}",
+                                            leave=False, disable=len(samples) < 5000)):
+        images[i] = load_image(path, image_size, grayscale, resize_size)
     labels = np.fromiter((label for _, label in samples), dtype=np.int64, count=len(samples))
     return ImageTensors(torch.from_numpy(images), torch.from_numpy(labels))

@@ -1,6 +1,6 @@
 """Model zoo: every architecture registers itself by name on import."""
 
-from . import mobilenetv2, resnet, resnet_cifar, shufflenetv2, small, vgg, wrn
+from . import imagenet, mobilenetv2, resnet, resnet_cifar, shufflenetv2, small, vgg, wrn
 from .features import FeatureExtractor, Features, find_batchnorms, freeze
 from .generator import Generator
 from .registry import create_model, list_models, register_model
@@ -12,6 +12,7 @@ __all__ = [
     "find_batchnorms",
     "freeze",
     "create_model",
+    "imagenet",
     "list_models",
     "mobilenetv2",
     "register_model",

@@ -1,0 +1,79 @@
+"""benchmarks/throughput.py: its FLOP-counting rule and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    spec = importlib.util.spec_from_file_location("rgal_throughput", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(100, 2))
+
+
+# conv: 2 images x 4 x 5 x 5 outputs x 3 x 3 x 3 MACs; linear: 2 x 2 outputs x 100 MACs
+CONV, LIN = 2 * (2 * 4 * 25 * 27), 2 * (2 * 2 * 100)
+
+
+def test_flop_rule_frozen_model_with_image_gradients(throughput):
+    """Synthesis case: frozen weights, input requires grad -> backward = forward."""
+    net = _net().requires_grad_(False)
+    counter = throughput.FlopCounter({"t": net})
+    with counter.measure() as c:
+        net(torch.rand(2, 3, 5, 5, requires_grad=True)).sum().backward()
+    assert c.forward == {"t": CONV + LIN} and c.backward == {"t": CONV + LIN}
+
+
+def test_flop_rule_trained_model_on_data(throughput):
+    """Student case: data input (no grad) -> first layer weight grad only, later layers both."""
+    net = _net()
+    counter = throughput.FlopCounter({"s": net})
+    with counter.measure() as c:
+        net(torch.rand(2, 3, 5, 5)).sum().backward()
+    assert c.forward == {"s": CONV + LIN} and c.backward == {"s": CONV + 2 * LIN}
+    with counter.measure() as c, torch.no_grad():
+        net(torch.rand(2, 3, 5, 5))
+    assert c.forward == {"s": CONV + LIN} and c.backward == {}
+    counter.remove()
+    with counter.measure() as c:
+        net(torch.rand(2, 3, 5, 5))
+    assert c.forward == {}
+
+
+def test_tiny_run_writes_the_table(throughput, tmp_path):
+    out = tmp_path / "throughput.md"
+    assert throughput.main(["--tiny", "--settings", "fmnist", "--out", str(out)]) == 0
+    text = out.read_text()
+    for row in ("median synthesis step", "synthesis images/s", "median distillation step",
+                "synthesis / matmul rate", "I/O (files)", "matmul rate", "checkpoint"):
+        assert row in text
+    assert "Fashion-MNIST default" in text and "TINY MODE" in text
+    rows = [(cells[1].strip(), cells[2].strip()) for cells in
+            (line.split("|") for line in text.splitlines())
+            if len(cells) == 4 and cells[0] == ""]
+    table = dict(rows)
+    assert float(table["synthesis step GFLOP (fwd + bwd)"]) > 0
+    wall, cpu = table["synthesis achieved GFLOP/s (wall / CPU time)"].split(" / ")
+    assert float(wall) > 0 and float(cpu) > 0
+    i = [label for label, _ in rows].index("short epoch wall")
+    split = rows[i + 1:i + 6]
+    assert [label for label, _ in split] == ["synthesis", "distillation", "evaluation",
+                                             "I/O (files)", "host (other)"]
+    shares = [float(value.split("(")[1].rstrip("%)")) for _, value in split]
+    assert abs(sum(shares) - 100) < 1.0
