@@ -142,6 +142,8 @@ class DistillConfig:
     channels_last: bool = _opt(False, "channels-last memory layout for the conv nets")
     compile: bool = _opt(False, "torch.compile the teacher, student and generator")
     eval_batch_size: int = _opt(1000, "test-set batch size", lo=1, hi=65_536)
+    test_per_class: int = _opt(0, "imagenet: evaluate on a balanced subset of N val images per "
+                                  "class (0: all 50k, 7.5 GB in memory)", lo=0, hi=1_000_000)
     holdout: int = _opt(0, "evaluate on the last N training images instead of the test set "
                            "(for choosing settings; kd-real/scratch then train on the rest)",
                         lo=0, hi=10_000_000)

@@ -155,7 +155,8 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False,
         raise ConfigError(f"teacher {cfg.teacher} has no BatchNorm layer; method {cfg.method} "
                           "needs BN statistics (w_bn > 0)")
     student = build_model(cfg.student, info, "student")
-    test = load_dataset(cfg.dataset, cfg.data_root, train=False, download=cfg.download)
+    test = load_dataset(cfg.dataset, cfg.data_root, train=False, download=cfg.download,
+                        max_per_class=cfg.test_per_class or None)
     if int(test.labels.max()) >= info.num_classes:
         raise ConfigError(f"test labels exceed the {info.num_classes} classes of {cfg.dataset}")
     train = None
