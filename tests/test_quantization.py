@@ -189,3 +189,14 @@ def test_mismatched_weights_file_exits_2(tmp_path, fake_fmnist, capsys):
     save_weights(create_model("resnet8", 10, 1), path)
     assert _quantize(tmp_path / "run", fake_fmnist, path) == 2
     assert "does not fit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parent.parent.glob(
+    "configs/quant_*.yaml")), ids=lambda p: p.name)
+def test_shipped_quantization_configs_are_valid(path):
+    from rgal.config import load_yaml
+    from rgal.quantization import build_quantize_config
+
+    cfg = build_quantize_config(load_yaml(path))
+    assert cfg.model == "resnet20" and cfg.wbits == cfg.abits in (4, 5)
+    assert cfg.dataset in path.name
