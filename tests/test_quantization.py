@@ -192,7 +192,7 @@ def test_mismatched_weights_file_exits_2(tmp_path, fake_fmnist, capsys):
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parent.parent.glob(
-    "configs/quant_*.yaml")), ids=lambda p: p.name)
+    "configs/quantization/*.yaml")), ids=lambda p: p.name)
 def test_shipped_quantization_configs_are_valid(path):
     from rgal.config import load_yaml
     from rgal.quantization import build_quantize_config
