@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, DistillConfig, load_yaml, parse_set
+from .quantization import command as quantize_command
 
 
 class UsageError(Exception):
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-download", action="store_true", help="never download the dataset")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=1000)
+    quantize_command.add_parser(sub)
     return p
 
 
@@ -251,7 +253,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"distill": cmd_distill, "bench": cmd_bench, "train-teacher": cmd_train_teacher,
-            "eval": cmd_eval}
+            "eval": cmd_eval, "quantize": quantize_command.run}
 
 
 def main(argv: list[str] | None = None) -> int:
