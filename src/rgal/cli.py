@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, DistillConfig, build_config, load_yaml, parse_set
+from .incremental import command as incremental_command
 
 
 class UsageError(Exception):
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-download", action="store_true", help="never download the dataset")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=1000)
+    incremental_command.add_parser(sub)
     return p
 
 
@@ -187,7 +189,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"distill": cmd_distill, "train-teacher": cmd_train_teacher, "eval": cmd_eval}
+COMMANDS = {"distill": cmd_distill, "train-teacher": cmd_train_teacher, "eval": cmd_eval,
+            "incremental": incremental_command.run}
 
 
 def main(argv: list[str] | None = None) -> int:
