@@ -177,7 +177,7 @@ def run_incremental(setup: IncrementalSetup) -> dict:
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 if i % 25 == 0:
-                    bar.set_postfix(loss=f"{float(loss):.3f}")
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             train_s = time.time() - t_task
             row, acc = accuracy_row(model, evaluation, stream.bounds, t, augment.normalize,
                                     cfg.eval_batch_size)
