@@ -188,3 +188,17 @@ def test_inversion_batches_cover_the_seen_classes():
     assert int(y.max()) < 4
     assert all(not p.requires_grad for p in model.parameters()) and not model.training
     assert F.softmax(model(x), 1).shape == (40, 10)
+
+
+@pytest.mark.parametrize("tasks", [5, 10, 20])
+def test_published_setting_configs_load(tasks):
+    from pathlib import Path
+
+    from rgal.config import build_config, load_yaml
+    from rgal.incremental.config import IncrementalConfig
+
+    path = Path(__file__).resolve().parent.parent / "configs" / \
+        f"cifar100_resnet32_incremental_{tasks}tasks.yaml"
+    cfg = build_config(IncrementalConfig, load_yaml(path))
+    assert (cfg.dataset, cfg.model, cfg.tasks) == ("cifar100", "resnet32", tasks)
+    assert "43.9 / 33.7 / 20.0" in path.read_text() and "69.9" in path.read_text()
