@@ -202,3 +202,13 @@ def test_published_setting_configs_load(tasks):
     cfg = build_config(IncrementalConfig, load_yaml(path))
     assert (cfg.dataset, cfg.model, cfg.tasks) == ("cifar100", "resnet32", tasks)
     assert "43.9 / 33.7 / 20.0" in path.read_text() and "69.9" in path.read_text()
+
+
+def test_balanced_replay_selection():
+    from rgal.incremental.inversion import balanced_indices
+
+    y = torch.tensor([0] * 10 + [1] * 2 + [2] * 5 + [3] * 0)
+    pick = balanced_indices(y, 9, 4)
+    assert len(set(pick.tolist())) == 9
+    assert torch.bincount(y[pick], minlength=4).tolist() == [4, 2, 3, 0]  # rare class kept whole
+    assert sorted(balanced_indices(y, 100, 4).tolist()) == list(range(17))

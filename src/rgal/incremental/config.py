@@ -39,7 +39,7 @@ class IncrementalConfig:
     replay_size: int = _opt(4096, "replay images drawn from each task's generator", lo=2)
     lr_g: float = _opt(1e-2, "generator Adam learning rate", lo=0, lo_open=True)
     nz: int = _opt(128, "generator latent size", lo=1, hi=65_536)
-    ngf: int = _opt(32, "generator width", lo=1, hi=4096)
+    ngf: int = _opt(16, "generator width", lo=1, hi=4096)
     w_ce: float = _opt(1.0, "inversion: CE of the model on its own predictions", lo=0)
     w_div: float = _opt(1.0, "inversion: class-balance (batch-mean entropy) weight", lo=0)
     w_bn: float = _opt(1.0, "inversion: BN-statistics weight", lo=0)

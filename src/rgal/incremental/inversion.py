@@ -99,14 +99,33 @@ class ModelInversion(nn.Module):
         return {k: v / self.steps for k, v in sums.items()}
 
     @torch.no_grad()
-    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`n` generated images in [0, 1] labelled by the frozen model's prediction."""
+    def sample(self, n: int, oversample: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` generated images in [0, 1] labelled by the frozen model's prediction.
+
+        `oversample * n` candidates are drawn and as equal a number per predicted class as
+        they allow is kept, so that a class the generator rarely produces is not lost.
+        """
         device = next(self.generator.parameters()).device
         self.generator.train()  # batch statistics, as during fitting
         images, labels = [], []
-        for i in range(0, n, 256):
-            z = torch.randn(min(256, n - i), self.generator.nz, device=device)
+        total = max(n, oversample * n)
+        for i in range(0, total, 256):
+            z = torch.randn(min(256, total - i), self.generator.nz, device=device)
             x = self.generator(z)
             images.append(x)
             labels.append(self.model(self.augment.normalize(x))[:, :self.seen].argmax(1))
-        return torch.cat(images), torch.cat(labels)
+        x, y = torch.cat(images), torch.cat(labels)
+        keep = balanced_indices(y, n, self.seen)
+        return x[keep], y[keep]
+
+
+def balanced_indices(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
+    """`min(n, len)` indices, as equal a count per class as available (round-robin)."""
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels, minlength=num_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    # rank of every sample within its class; take rank 0 of each class, then rank 1, ...
+    rank = torch.empty_like(labels)
+    rank[order] = torch.arange(len(labels), device=labels.device) - starts[labels[order]]
+    pick = torch.argsort(rank * num_classes + labels, stable=True)[:n]
+    return pick

@@ -190,7 +190,9 @@ def run_incremental(setup: IncrementalSetup) -> dict:
             if learner.uses_replay and t + 1 < stream.num_tasks:
                 t_inv = time.time()
                 replay, inv_losses = _invert(cfg, info, old.model, augment, seen, device)
-                record.update(inv_losses, inversion_s=time.time() - t_inv)
+                record.update(inv_losses, inversion_s=time.time() - t_inv,
+                              replay_counts=torch.bincount(replay[1].cpu(),
+                                                           minlength=seen).tolist())
                 save_grid(out / "grids" / f"replay_task{t + 1}.png", replay[0], replay[1], names)
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
