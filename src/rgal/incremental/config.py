@@ -33,6 +33,7 @@ class IncrementalConfig:
                      lo_open=True)
     momentum: float = _opt(0.9, "SGD momentum", lo=0, hi=1)
     weight_decay: float = _opt(5e-4, "weight decay", lo=0)
+    clip_grad: float = _opt(0.0, "clip the gradient norm to this value (0: no clipping)", lo=0)
     # inversion of the previous model (deepinv-replay, abd, abd+rgal)
     inv_steps: int = _opt(150, "generator steps after each task", lo=1, hi=1_000_000)
     inv_batch_size: int = _opt(64, "images per generator step", lo=2, hi=65_536)

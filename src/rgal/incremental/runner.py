@@ -172,6 +172,8 @@ def run_incremental(setup: IncrementalSetup) -> dict:
                 loss = sum(terms.values())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.clip_grad > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                 opt.step()
                 sched.step()
                 for k, v in terms.items():
