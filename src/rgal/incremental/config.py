@@ -33,7 +33,7 @@ class IncrementalConfig:
                      lo_open=True)
     momentum: float = _opt(0.9, "SGD momentum", lo=0, hi=1)
     weight_decay: float = _opt(5e-4, "weight decay", lo=0)
-    clip_grad: float = _opt(0.0, "clip the gradient norm to this value (0: no clipping)", lo=0)
+    clip_grad: float = _opt(2.0, "clip the gradient norm to this value (0: no clipping)", lo=0)
     # inversion of the previous model (deepinv-replay, abd, abd+rgal)
     inv_steps: int = _opt(150, "generator steps after each task", lo=1, hi=1_000_000)
     inv_batch_size: int = _opt(64, "images per generator step", lo=2, hi=65_536)
@@ -51,7 +51,7 @@ class IncrementalConfig:
     syn_sampler: str = _opt("focal", "negative sampler in the inversion",
                             choices=("focal", "distance", "random"))
     # training losses
-    mu: float = _opt(1.0, "feature-distillation weight (abd, abd+rgal)", lo=0)
+    mu: float = _opt(10.0, "feature-distillation weight (abd, abd+rgal)", lo=0)
     w_kd: float = _opt(1.0, "logit-distillation weight (lwf, deepinv-replay)", lo=0)
     tau: float = _opt(2.0, "logit-distillation temperature", lo=0, lo_open=True)
     w_stri: float = _opt(0.1, "training relation-loss weight (abd+rgal)", lo=0)
