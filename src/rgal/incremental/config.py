@@ -26,7 +26,8 @@ class IncrementalConfig:
                                    "accuracy on them instead of the test set (for tuning)")
     val_size: int = _opt(10_000, "held-out training images with --validation", lo=1)
     # real-data training, per task
-    epochs: float = _opt(2.0, "passes over the task's training images per task", lo=0,
+    epochs: float = _opt(2.0, "passes over the task's training images per task (sets the "
+                                   "steps of every method, joint included)", lo=0,
                          lo_open=True)
     batch_size: int = _opt(64, "real images per step (replay adds as many)", lo=2, hi=65_536)
     lr: float = _opt(0.05, "SGD learning rate (cosine-decayed within each task)", lo=0,
@@ -35,7 +36,7 @@ class IncrementalConfig:
     weight_decay: float = _opt(5e-4, "weight decay", lo=0)
     clip_grad: float = _opt(2.0, "clip the gradient norm to this value (0: no clipping)", lo=0)
     # inversion of the previous model (deepinv-replay, abd, abd+rgal)
-    inv_steps: int = _opt(150, "generator steps after each task", lo=1, hi=1_000_000)
+    inv_steps: int = _opt(100, "generator steps after each task", lo=1, hi=1_000_000)
     inv_batch_size: int = _opt(64, "images per generator step", lo=2, hi=65_536)
     replay_size: int = _opt(4096, "replay images drawn from each task's generator", lo=2)
     lr_g: float = _opt(1e-2, "generator Adam learning rate", lo=0, lo_open=True)

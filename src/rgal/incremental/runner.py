@@ -149,8 +149,8 @@ def run_incremental(setup: IncrementalSetup) -> dict:
         for t in range(stream.num_tasks):
             first, seen = stream.first(t), stream.seen(t)
             learner.begin_task(TaskContext(t, first, seen, old, replay))
-            n_real = len(stream.task_indices(t, learner.uses_past_data))
-            steps = max(1, math.ceil(cfg.epochs * n_real / cfg.batch_size))
+            # the same number of steps for every method (joint draws them from all seen data)
+            steps = max(1, math.ceil(cfg.epochs * len(stream.task_indices(t)) / cfg.batch_size))
             opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                   weight_decay=cfg.weight_decay)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
