@@ -134,7 +134,6 @@ def run_incremental(setup: IncrementalSetup) -> dict:
     stream = TaskStream(setup.train, setup.split)
     evaluation = relabel(setup.evaluation, setup.split)
     order = [c for task in setup.split for c in task]
-    names = [info.classes[c] if c < len(info.classes) else str(c) for c in order]
     model = setup.model.to(device)
     augment = Augment(info.mean, info.std, info.crop_padding, info.hflip).to(device)
     hp = {k: getattr(cfg, k) for k in ("mu", "w_kd", "tau", "w_stri", "stu_sampler", "margin")}
@@ -195,7 +194,9 @@ def run_incremental(setup: IncrementalSetup) -> dict:
                 record.update(inv_losses, inversion_s=time.time() - t_inv,
                               replay_counts=torch.bincount(replay[1].cpu(),
                                                            minlength=seen).tolist())
-                save_grid(out / "grids" / f"replay_task{t + 1}.png", replay[0], replay[1], names)
+                original = torch.tensor(order)[replay[1].cpu()]  # rows named by dataset class
+                save_grid(out / "grids" / f"replay_task{t + 1}.png", replay[0], original,
+                          info.classes or [str(c) for c in range(info.num_classes)])
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
             if cfg.progress:
