@@ -8,7 +8,8 @@ from dataclasses import fields
 from ..config import build_config, load_yaml, parse_set
 from .config import IncrementalConfig
 
-_MAIN_FLAGS = {"dataset", "model", "tasks", "method", "out", "seed"}
+_METAVARS = {"dataset": "D", "model": "M", "tasks": "T", "method": "NAME", "out": "DIR",
+             "seed": "S"}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,9 +24,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     for f in fields(IncrementalConfig):
         if f.name == "progress":
             continue
+        choices = f.metadata.get("choices")
+        extra = f"; one of {', '.join(choices)}" if choices else ""
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                       metavar="NAME" if f.name in _MAIN_FLAGS else "V",
-                       help=f"{f.metadata.get('help', '')} (default: {f.default})")
+                       metavar=_METAVARS.get(f.name, "V"),
+                       help=f"{f.metadata.get('help', '')} (default: {f.default}{extra})")
     return p
 
 
