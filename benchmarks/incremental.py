@@ -74,6 +74,7 @@ def write_report(results: dict[str, list[dict]], md: Path, png: Path, extra: lis
     first = next(iter(results.values()))[0]
     where = first["evaluated_on"]
     seeds = sorted({r["seed"] for runs in results.values() for r in runs})
+    counts = {m: len(r) for m, r in results.items()}
     lines = [
         "# Class-incremental learning benchmark (`rgal incremental`)",
         "",
@@ -86,16 +87,16 @@ def write_report(results: dict[str, list[dict]], md: Path, png: Path, extra: lis
         "Regenerate: `OMP_NUM_THREADS=1 python benchmarks/incremental.py --jobs 2`"
         + (f" (extra: `{' '.join(extra)}`)" if extra else ""),
         "",
-        "| method | final acc (%) | avg incremental acc (%) | avg forgetting | "
+        "| method | seeds | final acc (%) | avg incremental acc (%) | avg forgetting | "
         "acc after each task (mean) | wall (s) |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     curves = {}
     for method, runs in results.items():
         per_task = [statistics.mean(r["acc_seen"][t] for r in runs)
                     for t in range(first["tasks"])]
         curves[method] = (list(range(1, first["tasks"] + 1)), per_task)
-        lines.append(f"| {method} | {mean_std([r['final_acc'] for r in runs])} | "
+        lines.append(f"| {method} | {counts[method]} | {mean_std([r['final_acc'] for r in runs])} | "
                      f"{mean_std([r['avg_inc_acc'] for r in runs])} | "
                      f"{mean_std([r['forgetting'] for r in runs])} | "
                      f"{' / '.join(f'{a:.0f}' for a in per_task)} | "
@@ -115,16 +116,22 @@ def main() -> None:
     p.add_argument("--md", default=str(ROOT / "benchmarks" / "incremental.md"))
     p.add_argument("--validation", action="store_true", help="evaluate on held-out training data")
     p.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
+    p.add_argument("--report-only", action="store_true",
+                   help="no new runs: tabulate the finished ones (seed counts shown)")
     args = p.parse_args()
     extra = (["--validation", "true"] if args.validation else []) + \
         [a for kv in args.set for a in ("--set", kv)]
     runs = Path(args.runs)
     jobs = [(m, s) for s in args.seeds for m in args.methods]
+    if args.report_only:
+        jobs = [(m, s) for m, s in jobs
+                if (runs / f"{m.replace('+', '_')}-s{s}" / "summary.json").exists()]
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda ms: run_one(*ms, runs, extra), jobs))
     results: dict[str, list[dict]] = {m: [] for m in args.methods}
     for (m, _), summary in zip(jobs, done, strict=True):
         results[m].append(summary)
+    results = {m: r for m, r in results.items() if r}
     md = Path(args.md)
     write_report(results, md, md.with_suffix(".png"), extra)
     print(md.read_text())
