@@ -197,8 +197,8 @@ def test_published_setting_configs_load(tasks):
     from rgal.config import build_config, load_yaml
     from rgal.incremental.config import IncrementalConfig
 
-    path = Path(__file__).resolve().parent.parent / "configs" / \
-        f"cifar100_resnet32_incremental_{tasks}tasks.yaml"
+    path = Path(__file__).resolve().parent.parent / "configs" / "incremental" / \
+        f"cifar100_resnet32_{tasks}tasks.yaml"
     cfg = build_config(IncrementalConfig, load_yaml(path))
     assert (cfg.dataset, cfg.model, cfg.tasks) == ("cifar100", "resnet32", tasks)
     assert "43.9 / 33.7 / 20.0" in path.read_text() and "69.9" in path.read_text()
