@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, DistillConfig, load_yaml, parse_set
+from .incremental import command as incremental_command
 from .quantization import command as quantize_command
 
 
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=1000)
     quantize_command.add_parser(sub)
+    incremental_command.add_parser(sub)
     return p
 
 
@@ -253,7 +255,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"distill": cmd_distill, "bench": cmd_bench, "train-teacher": cmd_train_teacher,
-            "eval": cmd_eval, "quantize": quantize_command.run}
+            "eval": cmd_eval, "quantize": quantize_command.run,
+            "incremental": incremental_command.run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,72 @@
+"""Every setting of a `rgal incremental` run (defaults: Fashion-MNIST, 5 tasks, CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import _opt
+
+METHODS: tuple[str, ...] = ("finetune", "lwf", "deepinv-replay", "abd", "abd+rgal", "joint")
+
+
+@dataclass
+class IncrementalConfig:
+    """Protocol, method and schedule of a class-incremental run."""
+
+    # protocol
+    dataset: str = _opt("fashion-mnist", "dataset name")
+    data_root: str | None = _opt(None, "folder holding the dataset files")
+    download: bool = _opt(True, "download a missing dataset")
+    model: str = _opt("tinycnn", "architecture trained task after task")
+    tasks: int = _opt(5, "number of tasks the classes are split into", lo=1, hi=100_000)
+    method: str = _opt("abd", "incremental method", choices=METHODS)
+    validation: bool = _opt(False, "hold out the last val_size training images and report "
+                                   "accuracy on them instead of the test set (for tuning)")
+    val_size: int = _opt(10_000, "held-out training images with --validation", lo=1)
+    # real-data training, per task
+    epochs: float = _opt(2.0, "passes over the task's training images per task (sets the "
+                                   "steps of every method, joint included)", lo=0,
+                         lo_open=True)
+    batch_size: int = _opt(64, "real images per step (replay adds as many)", lo=2, hi=65_536)
+    lr: float = _opt(0.05, "SGD learning rate (cosine-decayed within each task)", lo=0,
+                     lo_open=True)
+    momentum: float = _opt(0.9, "SGD momentum", lo=0, hi=1)
+    weight_decay: float = _opt(5e-4, "weight decay", lo=0)
+    clip_grad: float = _opt(2.0, "clip the gradient norm to this value (0: no clipping)", lo=0)
+    # inversion of the previous model (deepinv-replay, abd, abd+rgal)
+    inv_steps: int = _opt(100, "generator steps after each task", lo=1, hi=1_000_000)
+    inv_batch_size: int = _opt(64, "images per generator step", lo=2, hi=65_536)
+    replay_size: int = _opt(4096, "replay images drawn from each task's generator", lo=2)
+    lr_g: float = _opt(1e-2, "generator Adam learning rate", lo=0, lo_open=True)
+    nz: int = _opt(128, "generator latent size", lo=1, hi=65_536)
+    ngf: int = _opt(16, "generator width", lo=1, hi=4096)
+    w_ce: float = _opt(1.0, "inversion: CE of the model on its own predictions", lo=0)
+    w_div: float = _opt(1.0, "inversion: class-balance (batch-mean entropy) weight", lo=0)
+    w_bn: float = _opt(1.0, "inversion: BN-statistics weight", lo=0)
+    w_smooth: float = _opt(1.0, "inversion: smoothness (L2 total variation) weight", lo=0)
+    w_tri: float = _opt(0.1, "inversion relation-loss weight (abd+rgal)", lo=0)
+    relation_direction: str = _opt("paper", "inversion relation direction",
+                                   choices=("paper", "code"))
+    syn_sampler: str = _opt("focal", "negative sampler in the inversion",
+                            choices=("focal", "distance", "random"))
+    # training losses
+    mu: float = _opt(10.0, "feature-distillation weight (abd, abd+rgal)", lo=0)
+    w_kd: float = _opt(1.0, "logit-distillation weight (lwf, deepinv-replay)", lo=0)
+    tau: float = _opt(2.0, "logit-distillation temperature", lo=0, lo_open=True)
+    w_stri: float = _opt(0.1, "training relation-loss weight (abd+rgal)", lo=0)
+    stu_sampler: str = _opt("distance", "negative sampler in training",
+                            choices=("focal", "distance", "random"))
+    margin: float = _opt(0.2, "triplet margin", lo=0)
+    # run
+    out: str = _opt("runs/incremental", "output folder")
+    seed: int = _opt(0, "random seed (class order, initialisation, batches)", lo=0,
+                     hi=2**31 - 1)
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:1, mps")
+    eval_batch_size: int = _opt(1000, "evaluation batch size", lo=1, hi=65_536)
+    progress: bool = _opt(True, "show progress bars")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every key."""
+        return dataclasses.asdict(self)
