@@ -33,9 +33,10 @@ NOTES = """## Reading the table
   new classes, so no old class is ever predicted (accuracy 0 on every earlier task).
 - A seed count below 3 means the remaining runs did not finish within the time this
   benchmark was given; `--report-only` tabulates what has finished.
-- Uncontended cost (estimated, not measured end to end): at low load one epoch of a 2-class
-  task took 12 s and a replay step (64 + 64 images) 0.075 s; with about 10 s per 100-step
-  inversion, an `abd` run comes to about 3 minutes on one idle core.
+- Uncontended cost: `deepinv-replay` seed 2 ran with the machine nearly idle (load ~1):
+  193 s in all (first task 10 s, each later task 28-29 s, each 100-step inversion 14 s).
+  `abd` and `abd+rgal` do the same work per step, so one run takes about 3-3.5 minutes on
+  one idle core; `finetune`/`lwf`/`joint` about 1 minute (`joint` seed 2: 64 s).
 
 """
 
@@ -106,16 +107,18 @@ def write_report(results: dict[str, list[dict]], md: Path, png: Path, extra: lis
         "Regenerate: `OMP_NUM_THREADS=1 python benchmarks/incremental.py --jobs 2`"
         + (f" (extra: `{' '.join(extra)}`)" if extra else ""),
         "",
-        "| method | seeds | final acc (%) | avg incremental acc (%) | avg forgetting | "
+        "| method | seeds | final acc (%) | final, per seed | avg incremental acc (%) | avg forgetting | "
         "acc after each task (mean) | wall (s) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     curves = {}
     for method, runs in results.items():
         per_task = [statistics.mean(r["acc_seen"][t] for r in runs)
                     for t in range(first["tasks"])]
         curves[method] = (list(range(1, first["tasks"] + 1)), per_task)
+        per_seed = " / ".join(f"{r['final_acc']:.1f}" for r in sorted(runs, key=lambda r: r["seed"]))
         lines.append(f"| {method} | {counts[method]} | {mean_std([r['final_acc'] for r in runs])} | "
+                     f"{per_seed} | "
                      f"{mean_std([r['avg_inc_acc'] for r in runs])} | "
                      f"{mean_std([r['forgetting'] for r in runs])} | "
                      f"{' / '.join(f'{a:.0f}' for a in per_task)} | "
