@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
+from .cliargs import add_config_arguments, config_layers
 from .config import ConfigError, DistillConfig, load_yaml, parse_set
 from .incremental import command as incremental_command
 from .quantization import command as quantize_command
@@ -26,17 +26,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One `--key VALUE` flag per DistillConfig field (typed and checked later)."""
-    for f in fields(DistillConfig):
-        p.add_argument(_flag(f.name), dest=f.name, default=None, metavar="V",
-                       help=f"{f.metadata.get('help', '')} (default: {f.default})")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     p = _Parser(prog="rgal", description="Data-free knowledge transfer with RGAL.")
@@ -44,17 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     d = sub.add_parser("distill", help="data-free distillation of a teacher into a student")
-    d.add_argument("--config", help="YAML file of config keys (command-line flags win)")
-    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key; repeatable")
-    d.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    add_config_arguments(d, DistillConfig, skip=())
     d.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (its config is the "
                         "base; flags that differ are refused unless --allow-config-change)")
     d.add_argument("--allow-config-change", action="store_true",
                    help="with --resume: continue with changed settings (e.g. a lower --lr)")
-    d.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_config_flags(d)
 
     b = sub.add_parser("bench", help="compare methods/ablations on one teacher, student and "
                                      "budget")
@@ -99,18 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def distill_layers(args: argparse.Namespace) -> list[dict]:
-    """The config layers of the command line: --config YAML, explicit flags, --set overrides."""
-    file_layer = load_yaml(args.config) if args.config else {}
-    flag_layer = {f.name: getattr(args, f.name) for f in fields(DistillConfig)
-                  if getattr(args, f.name) is not None}
-    flag_layer = {k: parse_set([f"{k}={v}"])[k] for k, v in flag_layer.items()}
-    set_layer = parse_set(args.set)
-    if args.no_progress:
-        set_layer["progress"] = False
-    return [file_layer, flag_layer, set_layer]
-
-
 def cmd_distill(args: argparse.Namespace) -> int:
     """Run `rgal distill`."""
     from .train.distill import run_distillation
@@ -118,7 +90,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     if args.allow_config_change and not args.resume:
         raise UsageError("--allow-config-change only applies with --resume")
-    cfg, state = config_for_run(distill_layers(args), resume=args.resume,
+    cfg, state = config_for_run(config_layers(args, DistillConfig), resume=args.resume,
                                 allow_change=args.allow_config_change)
     from .distributed import init_from_env, is_main, shutdown
 

@@ -3,42 +3,24 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
 
-from ..config import ConfigError, load_yaml, parse_set
+from ..cliargs import add_config_arguments, config_layers
+from ..config import ConfigError
 from .config import METHODS, QuantizeConfig, build_quantize_config
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register `quantize` with one `--key VALUE` flag per QuantizeConfig field."""
     p = subparsers.add_parser(
         "quantize", help="data-free quantization of a trained model (" + ", ".join(METHODS) + ")")
-    p.add_argument("--config", help="YAML file of config keys (command-line flags win)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key; repeatable")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    for f in fields(QuantizeConfig):
-        p.add_argument(_flag(f.name), dest=f.name, default=None, metavar="V",
-                       help=f"{f.metadata.get('help', '')} (default: {f.default})")
+    add_config_arguments(p, QuantizeConfig, skip=())
     return p
 
 
 def quantize_config(args: argparse.Namespace) -> QuantizeConfig:
     """Defaults <- --config YAML <- explicit flags <- --set overrides."""
-    file_layer = load_yaml(args.config) if args.config else {}
-    flag_layer = {f.name: getattr(args, f.name) for f in fields(QuantizeConfig)
-                  if getattr(args, f.name) is not None}
-    flag_layer = {k: parse_set([f"{k}={v}"])[k] for k, v in flag_layer.items()}
-    set_layer = parse_set(args.set)
-    if args.no_progress:
-        set_layer["progress"] = False
-    return build_quantize_config(file_layer, flag_layer, set_layer)
+    return build_quantize_config(*config_layers(args, QuantizeConfig))
 
 
 def check_quantize_out(out: Path, overwrite: bool) -> None:
