@@ -150,7 +150,7 @@ class DistillConfig:
     export_synthetic: bool = _opt(False, "write the final synthetic pool to out/synthetic.safetensors")
     grid_every: int = _opt(1, "write a synthetic-image grid every N epochs (0: never)", lo=0)
     progress: bool = _opt(True, "show progress bars")
-    diversity_samples: int = _opt(2000, "synthetic images measured for diversity each epoch "
+    diversity_samples: int = _opt(1000, "synthetic images measured for diversity each epoch "
                                         "(0: off)", lo=0, hi=1_000_000)
 
     def to_dict(self) -> dict[str, Any]:
