@@ -98,10 +98,16 @@ class OnlineSynthesizer(Synthesizer):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`n` fresh images in [0, 1] and the teacher's labels for them."""
+        """`n` fresh images in [0, 1]; their labels are unknown (-1): the student phase reads
+        the teacher's own outputs, so no extra teacher pass is spent here."""
         self.generator.train()
         x = self.generator(self._z(n, generator))
-        return x, self.teacher(self.augment(x, augment=False)).logits.argmax(1)
+        return x, torch.full((n,), -1, dtype=torch.long, device=x.device)
+
+    @torch.no_grad()
+    def teacher_labels(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's predicted classes of images in [0, 1] (for pictures)."""
+        return self.teacher(self.augment(x, augment=False)).logits.argmax(1)
 
     def run_state(self) -> dict:
         return {**super().run_state(), "generator_optimizer": self.opt.state_dict()}

@@ -380,7 +380,8 @@ def _epoch_outputs(run: _Run, epoch: int, part: dict, terms: dict[str, list[torc
     if cfg.grid_every and (epoch % cfg.grid_every == 0 or epoch == cfg.epochs):
         images, labels = part["images"], part["labels"]
         if run.kind == "online":
-            images, labels = run.synthesizer.sample(cfg.synthesis_batch_size)
+            images, _ = run.synthesizer.sample(cfg.synthesis_batch_size)
+            labels = run.synthesizer.teacher_labels(images)
         if images is not None:
             save_grid(out / "grids" / f"epoch_{epoch:03d}.png", images, labels,
                       run.info.classes)

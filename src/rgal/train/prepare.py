@@ -155,17 +155,18 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False,
         raise ConfigError(f"teacher {cfg.teacher} has no BatchNorm layer; method {cfg.method} "
                           "needs BN statistics (w_bn > 0)")
     student = build_model(cfg.student, info, "student")
-    test = load_dataset(cfg.dataset, cfg.data_root, train=False, download=cfg.download,
-                        max_per_class=cfg.test_per_class or None)
-    if int(test.labels.max()) >= info.num_classes:
-        raise ConfigError(f"test labels exceed the {info.num_classes} classes of {cfg.dataset}")
     train = None
     if cfg.method in REAL_DATA_METHODS or cfg.holdout:
         train = load_dataset(cfg.dataset, cfg.data_root, train=True, download=cfg.download)
-    if cfg.holdout:
+    if cfg.holdout:  # the held-out images replace the test split, which is never read
         if cfg.holdout >= len(train):
             raise ConfigError(f"holdout={cfg.holdout} leaves no training image "
                               f"({len(train)} in {cfg.dataset})")
         test = ImageTensors(train.images[-cfg.holdout:], train.labels[-cfg.holdout:])
         train = ImageTensors(train.images[:-cfg.holdout], train.labels[:-cfg.holdout])
+    else:
+        test = load_dataset(cfg.dataset, cfg.data_root, train=False, download=cfg.download,
+                            max_per_class=cfg.test_per_class or None)
+    if int(test.labels.max()) >= info.num_classes:
+        raise ConfigError(f"test labels exceed the {info.num_classes} classes of {cfg.dataset}")
     return DistillSetup(cfg, info, teacher, student, test, device, out, resume_state, train)

@@ -84,6 +84,7 @@ class StudentPhase:
         self.objective, self.at_pairs = objective, at_pairs
         self.sampler, self.margin, self.pair_sampling = sampler, margin, pair_sampling
         self.precision = precision or Precision("fp32")
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.needs_teacher = objective != "ce" or w_cd > 0 or w_stri > 0 or w_at > 0
 
     def batch(self, source: ImageSource) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,8 +103,7 @@ class StudentPhase:
         with self.precision.autocast():
             terms, loss = self._losses(v, y)
         self.optimizer.zero_grad(set_to_none=True)
-        self.precision.step(loss, self.optimizer,
-                            [p for g in self.optimizer.param_groups for p in g["params"]])
+        self.precision.step(loss, self.optimizer, self.params)
         terms["loss_student"] = loss
         return {k: val.detach() for k, val in terms.items()}
 
