@@ -154,6 +154,10 @@ def test_bench_on_a_tiny_budget_writes_all_its_files(tmp_path, fake_fmnist, teac
     # an existing bench is refused unless resumed; resuming reuses finished runs
     assert main(argv) == 2 and "--resume" in capsys.readouterr().err
     assert main(argv + ["--resume"]) == 0
+    capsys.readouterr()
+    # a finished run is reused only under the same settings
+    assert main(argv + ["--resume", "--set", "kd_steps=3"]) == 2
+    assert "kd_steps (2 -> 3)" in capsys.readouterr().err
 
 
 def test_bench_bad_entries_exit_2(tmp_path, capsys):

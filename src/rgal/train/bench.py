@@ -18,7 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config import METHODS, ConfigError, DistillConfig, distill_config
-from .checkpoint import CHECKPOINT
+from .checkpoint import CHECKPOINT, check_resumable, load_checkpoint
 
 # RGAL ablations, addressable by name; any entry may also be written `method:key=value;...`.
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -82,12 +82,14 @@ def run_bench(runs: list[tuple[str, int, DistillConfig]], out: Path, *, progress
     for entry, seed, cfg in bar:
         bar.set_postfix(run=f"{entry} seed {seed}")
         run_dir = Path(cfg.out)
-        if not (run_dir / "summary.json").exists():
+        if (run_dir / "summary.json").exists():  # reuse a finished run only if it is this one
+            done = json.loads((run_dir / "summary.json").read_text())["config"]
+            check_resumable(done, cfg.to_dict(), False, run_dir)
+        else:
             resume = (run_dir / CHECKPOINT).exists()
-            state = None
-            if resume:
-                from .checkpoint import load_checkpoint
-                state = load_checkpoint(run_dir / CHECKPOINT)
+            state = load_checkpoint(run_dir / CHECKPOINT) if resume else None
+            if state is not None:
+                check_resumable(state["config"], cfg.to_dict(), False, run_dir / CHECKPOINT)
             setup = prepare_distillation(cfg, overwrite=not resume, resume_state=state,
                                          resume=resume)
             summary = run_distillation(setup, log=lambda _m: None)
