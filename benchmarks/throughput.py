@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
+from rgal.amp import Precision  # noqa: E402
 from rgal.config import DistillConfig, build_config, load_yaml  # noqa: E402
 from rgal.data.augment import Augment  # noqa: E402
 from rgal.data.base import DatasetError, ImageTensors  # noqa: E402
@@ -292,14 +295,32 @@ def profile_synthesis(synth: RGALSynthesizer, device: torch.device, rows: int = 
     return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=40)
 
 
-def measure(setting: Setting, device: torch.device, steps: int, warmup: int,
-            epoch_steps: tuple[int, int], do_profile: bool = False) -> Result:
-    """Median step times and FLOPs of both phases, then a short real run for the epoch split."""
+@dataclass
+class Phases:
+    """The objects of one setting's two phases, built as `run_distillation` builds them."""
+
+    teacher: nn.Module
+    student: nn.Module
+    generator: nn.Module
+    synth: RGALSynthesizer
+    phase: StudentPhase
+    t_ext: FeatureExtractor
+    s_ext: FeatureExtractor
+
+    def remove(self) -> None:
+        self.t_ext.remove()
+        self.s_ext.remove()
+
+
+def build_phases(setting: Setting, device: torch.device, g_steps: int, *,
+                 precision: str = "fp32", channels_last: bool = False,
+                 compiled: bool = False) -> Phases:
+    """Synthesizer (g_steps per phase) and student phase of a setting, with speed options."""
     cfg = setting.cfg
     info = dataset_info(cfg.dataset)
     seed_everything(cfg.seed)
-    teacher = freeze(setting.teacher.to(device))
-    student = setting.student.to(device)
+    teacher = freeze(copy.deepcopy(setting.teacher).to(device))
+    student = copy.deepcopy(setting.student).to(device)
     augment = Augment(info.mean, info.std, info.crop_padding, info.hflip).to(device)
     t_ext, s_ext = FeatureExtractor(teacher), FeatureExtractor(student)
     in_shape = (info.channels, info.image_size, info.image_size)
@@ -309,55 +330,134 @@ def measure(setting: Setting, device: torch.device, steps: int, warmup: int,
     projector = FeatureProjector([s_ch[i] for i in pairs[0]], [t_ch[j] for j in pairs[1]])
     projector = projector.to(device)
     generator = Generator(cfg.nz, cfg.ngf, info.image_size, info.channels).to(device)
-    counter = FlopCounter({"teacher": teacher, "student": student, "generator": generator})
-
-    # synthesis: one phase of warmup + steps generator steps, timed per step
+    for net in (teacher, student, generator):
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        if compiled:
+            net.compile()
     synth = RGALSynthesizer(
         t_ext, s_ext, generator, augment, info.num_classes,
-        batch_size=cfg.synthesis_batch_size, g_steps=warmup + steps, lr_g=cfg.lr_g,
+        batch_size=cfg.synthesis_batch_size, g_steps=g_steps, lr_g=cfg.lr_g,
         w_bn=cfg.w_bn, w_oh=cfg.w_oh, w_adv=cfg.w_adv, w_tri=cfg.w_tri,
         direction=cfg.relation_direction, sampler=cfg.syn_sampler, margin=cfg.margin,
-        relation_feature=cfg.syn_relation_feature, reset_generator=cfg.reset_generator)
-    step_clock = StepClock(generator, device)
-    with counter.measure() as syn_count:
-        result = step_clock.run(synth.synthesize)
-    step_clock.remove()
-    syn_step = step_clock.steps(warmup)
-    profile = profile_synthesis(synth, device) if do_profile else ""
-    n_steps = warmup + steps
-    syn_flops = FlopCount({k: v / n_steps for k, v in syn_count.forward.items()},
-                          {k: v / n_steps for k, v in syn_count.backward.items()})
-
-    # student phase: a pool of synthetic images, then timed StudentPhase.step calls
-    pool = ImagePool(info.channels, info.image_size, device)
-    while len(pool) < 4 * cfg.batch_size:
-        pool.add(result.images, result.labels)
+        relation_feature=cfg.syn_relation_feature, reset_generator=cfg.reset_generator,
+        precision=precision)
     opt = torch.optim.SGD(list(student.parameters()) + list(projector.parameters()),
                           lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     phase = StudentPhase(t_ext, s_ext, augment, opt, projector, pairs,
                          batch_size=cfg.batch_size, tau=cfg.tau, w_cd=cfg.w_cd,
                          w_stri=cfg.w_stri, sampler=cfg.stu_sampler, margin=cfg.margin,
-                         pair_sampling=cfg.pair_sampling)
-    student.train()
-    kd_marks = []
+                         pair_sampling=cfg.pair_sampling, precision=Precision(precision, device))
+    return Phases(teacher, student, generator, synth, phase, t_ext, s_ext)
+
+
+def filled_pool(setting: Setting, device: torch.device, images: torch.Tensor,
+                labels: torch.Tensor) -> ImagePool:
+    """A pool holding four student batches of the given synthetic images."""
+    info = dataset_info(setting.cfg.dataset)
+    pool = ImagePool(info.channels, info.image_size, device)
+    while len(pool) < 4 * setting.cfg.batch_size:
+        pool.add(images, labels)
+    return pool
+
+
+def time_student_steps(ph: Phases, pool: ImagePool, device: torch.device, steps: int,
+                       warmup: int, counter: FlopCounter | None = None) -> tuple[Rate, FlopCount]:
+    """Median `StudentPhase.step` time (after `warmup` steps); FLOPs of the first timed one."""
+    ph.student.train()
+    marks, flops = [], FlopCount()
     for i in range(warmup + steps):
-        with counter.measure() if i == warmup else contextlib.nullcontext():
+        counting = counter is not None and i == warmup
+        with counter.measure() if counting else contextlib.nullcontext():
             sync(device)
             t0 = clock()
-            phase.step(pool)
+            ph.phase.step(pool)
             sync(device)
-        if i == warmup:
-            kd_flops = counter.count
+        if counting:
+            flops = counter.count
         if i >= warmup:
-            kd_marks += [t0, clock()]
+            marks += [t0, clock()]
+    return Rate.median(marks), flops
+
+
+def measure(setting: Setting, device: torch.device, steps: int, warmup: int,
+            epoch_steps: tuple[int, int], do_profile: bool = False) -> Result:
+    """Median step times and FLOPs of both phases, then a short real run for the epoch split."""
+    cfg = setting.cfg
+    ph = build_phases(setting, device, warmup + steps)
+    counter = FlopCounter({"teacher": ph.teacher, "student": ph.student,
+                           "generator": ph.generator})
+
+    # synthesis: one phase of warmup + steps generator steps, timed per step
+    step_clock = StepClock(ph.generator, device)
+    with counter.measure() as syn_count:
+        result = step_clock.run(ph.synth.synthesize)
+    step_clock.remove()
+    syn_step = step_clock.steps(warmup)
+    profile = profile_synthesis(ph.synth, device) if do_profile else ""
+    n_steps = warmup + steps
+    syn_flops = FlopCount({k: v / n_steps for k, v in syn_count.forward.items()},
+                          {k: v / n_steps for k, v in syn_count.backward.items()})
+
+    # student phase: a pool of synthetic images, then timed StudentPhase.step calls
+    pool = filled_pool(setting, device, result.images, result.labels)
+    kd_step, kd_flops = time_student_steps(ph, pool, device, steps, warmup, counter)
     counter.remove()
-    t_ext.remove()
-    s_ext.remove()
+    ph.remove()
 
     epoch = epoch_split(setting, device, epoch_steps)
     return Result(setting.name, setting.note, cfg.synthesis_batch_size, 2 * cfg.batch_size,
-                  syn_step, Rate.median(kd_marks), syn_flops,
+                  syn_step, kd_step, syn_flops,
                   kd_flops, epoch, epoch_steps, (cfg.g_steps, cfg.kd_steps), profile)
+
+
+# The speed options of `rgal distill`, each measured against fp32 / contiguous / eager.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32": {},
+    "bf16": {"precision": "bf16"},
+    "channels_last": {"channels_last": True},
+    "bf16 + channels_last": {"precision": "bf16", "channels_last": True},
+    "compile": {"compiled": True},
+}
+
+
+def measure_variants(setting: Setting, device: torch.device, steps: int, warmup: int,
+                     names: list[str]) -> dict[str, tuple[Rate, Rate]]:
+    """Median (synthesis step, distillation step) of each speed option on one setting."""
+    out = {}
+    for name in names:
+        print(f"  option {name} ...", file=sys.stderr, flush=True)
+        ph = build_phases(setting, device, warmup + steps, **VARIANTS[name])
+        step_clock = StepClock(ph.generator, device)
+        result = step_clock.run(ph.synth.synthesize)
+        step_clock.remove()
+        pool = filled_pool(setting, device, result.images, result.labels)
+        kd_step, _ = time_student_steps(ph, pool, device, steps, warmup)
+        ph.remove()
+        out[name] = (step_clock.steps(warmup), kd_step)
+    return out
+
+
+def variants_table(setting_names: list[str],
+                   results: list[dict[str, tuple[Rate, Rate]]]) -> str:
+    """Markdown: each option's step times and speed-up over fp32, per setting."""
+    lines = ["", "## Speed options (`--precision`, `--channels-last`, `--compile`)", "",
+             "Median step time (wall / CPU time where on a CPU) and speed-up over fp32 "
+             "(CPU time on a CPU, wall on a GPU).", "",
+             "| option | " + " | ".join(f"{n}: synthesis step | {n}: distillation step"
+                                       for n in setting_names) + " |",
+             "|---|" + "---|---|" * len(setting_names)]
+    for name in results[0]:
+        cells = []
+        for res in results:
+            base = res["fp32"]
+            for i in (0, 1):
+                r = res[name][i]
+                ref = base[i].cpu if r.cpu > 0 and base[i].cpu > 0 else base[i].wall
+                now = r.cpu if r.cpu > 0 and base[i].cpu > 0 else r.wall
+                cells.append(f"{fmt_s(r.wall)} / {fmt_s(r.cpu)} (x{ref / now:.2f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 IO_FUNCS = {"save_checkpoint": "checkpoint", "save_grid": "grid PNG",
@@ -556,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "throughput.md"),
                    help="markdown file written (default benchmarks/throughput.md)")
     p.add_argument("--note", default="", help="a line added under the header, e.g. load")
+    p.add_argument("--options", default="",
+                   help="also time speed options, comma list of "
+                        f"{', '.join(VARIANTS)} or 'all' (fp32 is always the reference)")
     p.add_argument("--profile", action="store_true",
                    help="append a torch.profiler table of a 2-step synthesis phase")
     return p
@@ -573,14 +676,25 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in names if s not in makers]
     if unknown or not names:
         raise SystemExit(f"throughput.py: unknown setting(s) {unknown}; use cifar, fmnist")
+    options = list(VARIANTS) if args.options == "all" else \
+        [o.strip() for o in args.options.split(",") if o.strip()]
+    bad = [o for o in options if o not in VARIANTS]
+    if bad:
+        raise SystemExit(f"throughput.py: unknown option(s) {bad}; use {', '.join(VARIANTS)}")
+    if options and "fp32" not in options:
+        options.insert(0, "fp32")
     mm_n = 256 if args.tiny else 2048
     matmul = matmul_gflops(device, mm_n, 3 if args.tiny else 10)
-    results = []
+    results, variants = [], []
     for name in names:
         setting = makers[name](args.tiny, str(device))
         print(f"measuring {setting.name} ...", file=sys.stderr, flush=True)
         results.append(measure(setting, device, steps, warmup, epoch_steps, args.profile))
+        if options:
+            variants.append(measure_variants(setting, device, steps, warmup, options))
     report = table(results, matmul, device, args.threads, args.tiny, args.note, mm_n)
+    if options:
+        report += variants_table([r.name for r in results], variants)
     print(report)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

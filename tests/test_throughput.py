@@ -77,3 +77,23 @@ def test_tiny_run_writes_the_table(throughput, tmp_path):
                                              "I/O (files)", "host (other)"]
     shares = [float(value.split("(")[1].rstrip("%)")) for _, value in split]
     assert abs(sum(shares) - 100) < 1.0
+
+
+def test_speed_options_are_timed_against_fp32(throughput, tmp_path):
+    out = tmp_path / "throughput.md"
+    assert throughput.main(["--tiny", "--settings", "fmnist", "--out", str(out),
+                            "--options", "bf16,channels_last"]) == 0
+    text = out.read_text()
+    section = text.split("## Speed options", 1)[1]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| option")}
+    assert list(rows) == ["fp32", "bf16", "channels_last"]  # fp32 added as the reference
+    assert all("(x1.00)" in cell for cell in rows["fp32"])
+    for cells in rows.values():
+        for cell in cells:
+            assert float(cell.split("(x")[1].rstrip(") ")) > 0
+
+
+def test_unknown_speed_option_is_refused(throughput, tmp_path):
+    with pytest.raises(SystemExit, match="unknown option"):
+        throughput.main(["--tiny", "--options", "fp64", "--out", str(tmp_path / "t.md")])
