@@ -125,3 +125,33 @@ def test_batches_must_split_evenly_across_processes(tmp_path, fake_fmnist, teach
     assert main(argv) == 2
     assert "multiple of the 3 processes" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _fake_run(out: Path, final: float, processes: int, files: list[str]) -> None:
+    out.mkdir(parents=True)
+    for name in files:
+        (out / name).write_text("x")
+    (out / "summary.json").write_text(json.dumps(
+        {"final_acc": final, "best_acc": final + 1, "epochs": 35, "wall_s": 400.0,
+         "processes": processes}))
+
+
+def test_ddp_benchmark_report_compares_accuracy_and_written_files(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "ddp.py"
+    spec = importlib.util.spec_from_file_location("rgal_ddp_bench", path)
+    ddp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ddp)
+    _fake_run(tmp_path / "np1_seed0", 84.0, 1, ["a.png"])
+    _fake_run(tmp_path / "np2_seed0", 83.5, 2, ["a.png"])
+    _fake_run(tmp_path / "np2_seed1", 80.0, 2, ["a.png", "rank1.log"])
+    assert ddp.finished(tmp_path / "np1_seed1") is None  # never ran
+    results = {(n, s): ddp.finished(tmp_path / f"np{n}_seed{s}")
+               for n, s in ((1, 0), (2, 0), (2, 1))}
+    results[(1, 1)] = results[(2, 1)] | {"processes": 1, "files": ["a.png", "summary.json"]}
+    text = ddp.report(results, [0, 1])
+    assert "| 2 | 0 | 83.50 | 84.50 | 35 | 400 | 2 |" in text
+    assert "Seed 0: 2 processes - 1 process = -0.50 points final; both runs wrote the same " \
+           "files." in text
+    assert "different files: ['rank1.log']" in text
