@@ -210,3 +210,27 @@ def test_holdout_evaluates_on_unseen_training_images(tmp_path, fake_fmnist, teac
     assert len(setup.test) == 20
     with pytest.raises(ConfigError, match="holdout"):
         prepare_distillation(distill_config(base, {"holdout": len(train)}))
+
+
+def test_bench_table_times_when_each_entry_reaches_rgal_accuracy():
+    from rgal.train.bench import results_table, time_to_accuracy
+
+    assert time_to_accuracy([10, 20, 30], [50, 70, 80], 70) == 20
+    assert time_to_accuracy([10, 20, 30], [50, 60, 65], 70) is None
+
+    def row(method, seed, curve):
+        return {"method": method, "seed": seed, "test_acc": curve[-1][2], "wall_s": curve[-1][1],
+                "synthesis_s": 1.0, "distill_s": 1.0, "eval_s": 1.0, "images_synthesized": 10,
+                **{k: 0.5 for k in ("div_intra", "div_nearest_other", "div_entropy",
+                                    "div_margin")}, "curve": curve}
+
+    rows = [row("rgal", 0, [(1, 50, 60), (2, 100, 80)]), row("rgal", 1, [(1, 50, 60), (2, 100, 78)]),
+            row("fast+rgal", 0, [(1, 10, 79), (2, 20, 85)]),
+            row("fast+rgal", 1, [(1, 10, 81), (2, 20, 83)]),  # mean 80 >= 79 at 10 s
+            row("dafl", 0, [(1, 30, 40), (2, 60, 50)])]
+    lines = {line.split("|")[1].strip(): line for line in results_table(rows).splitlines()}
+    assert "reaches rgal's acc at" in lines["method"]
+    assert lines["fast+rgal"].endswith(" 10 (0.10) |")
+    assert lines["rgal"].endswith(" 100 (1.00) |")
+    assert lines["dafl"].endswith(" never |")
+    assert "reaches" not in results_table(rows[4:])  # no rgal: no column

@@ -136,21 +136,50 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def results_table(rows: list[dict[str, Any]]) -> str:
-    """The markdown table of results.md: one line per entry, mean ± std over seeds."""
+def mean_curve(rs: list[dict[str, Any]]) -> tuple[list[int], list[float], list[float]]:
+    """(epochs, mean elapsed seconds, mean accuracy) over the seeds of one entry."""
+    n = min(len(r["curve"]) for r in rs)
+    epochs = [rs[0]["curve"][i][0] for i in range(n)]
+    times = [statistics.fmean(r["curve"][i][1] for r in rs) for i in range(n)]
+    accs = [statistics.fmean(r["curve"][i][2] for r in rs) for i in range(n)]
+    return epochs, times, accs
+
+
+def time_to_accuracy(times: list[float], accs: list[float], target: float) -> float | None:
+    """Elapsed seconds at the first evaluation reaching `target`, or None if none does."""
+    return next((t for t, a in zip(times, accs, strict=True) if a >= target), None)
+
+
+def results_table(rows: list[dict[str, Any]], reference: str = "rgal") -> str:
+    """The markdown table of results.md: one line per entry, mean ± std over seeds.
+
+    With `reference` in the rows, a column gives when each entry's mean curve first reaches
+    the reference's final mean accuracy, in seconds and as a fraction of the reference's
+    wall time.
+    """
+    groups = _grouped(rows)
+    ref = groups.get(reference)
+    target = _mean_std([r["test_acc"] for r in ref])[0] if ref else None
+    ref_wall = statistics.fmean(r["wall_s"] for r in ref) if ref else None
+    reach = f" | reaches {reference}'s acc at (s, x its wall)" if ref else ""
     lines = ["| method | student acc (%) | seeds | wall (s) | synthesis / distill / eval (s) "
              "| images synthesized | intra-class dist | nearest other-class dist "
-             "| teacher entropy | teacher margin |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for method, rs in _grouped(rows).items():
+             "| teacher entropy | teacher margin" + reach + " |",
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if ref else "")]
+    for method, rs in groups.items():
         acc, std = _mean_std([r["test_acc"] for r in rs])
         wall = statistics.fmean(r["wall_s"] for r in rs)
         split = " / ".join(f"{statistics.fmean(r[k] for r in rs):.0f}"
                            for k in ("synthesis_s", "distill_s", "eval_s"))
         images = statistics.fmean(r["images_synthesized"] for r in rs)
         div = [_mean_std([r[k] for r in rs])[0] for k in DIVERSITY_KEYS]
-        lines.append(f"| {method} | {acc:.2f} ± {std:.2f} | {len(rs)} | {wall:.0f} | {split} "
-                     f"| {images:.0f} | " + " | ".join(_fmt(d) for d in div) + " |")
+        line = (f"| {method} | {acc:.2f} ± {std:.2f} | {len(rs)} | {wall:.0f} | {split} "
+                f"| {images:.0f} | " + " | ".join(_fmt(d) for d in div) + " |")
+        if ref:
+            _, times, accs = mean_curve(rs)
+            t = time_to_accuracy(times, accs, target)
+            line += " never |" if t is None else f" {t:.0f} ({t / ref_wall:.2f}) |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -181,10 +210,7 @@ def _plots(rows: list[dict[str, Any]], out: Path) -> None:
 
     by_epoch, by_time = {}, {}
     for method, rs in _grouped(rows).items():
-        n = min(len(r["curve"]) for r in rs)
-        epochs = [rs[0]["curve"][i][0] for i in range(n)]
-        times = [statistics.fmean(r["curve"][i][1] for r in rs) for i in range(n)]
-        accs = [statistics.fmean(r["curve"][i][2] for r in rs) for i in range(n)]
+        epochs, times, accs = mean_curve(rs)
         by_epoch[method], by_time[method] = (epochs, accs), (times, accs)
     teacher = rows[0]["teacher_acc"]
     plot_curves(out / "accuracy_vs_epoch.png", by_epoch, title="student test accuracy",
