@@ -1,7 +1,8 @@
 """The accuracy benchmark: every method and RGAL ablation on the Fashion-MNIST default.
 
 Runs `rgal bench` with its default suite (shipped teacher, the demo's student, 2 seeds, the
-default budget) into runs/bench_accuracy and copies the table to benchmarks/results.md.
+default budget) into runs/bench_accuracy and copies the table to benchmarks/results.md and
+the two accuracy plots to benchmarks/results_*.png.
 Interrupted? Run it again: finished runs are kept and a killed one resumes.
 
     python benchmarks/accuracy.py [--seeds 2] [--out runs/bench_accuracy] [--holdout]
@@ -43,7 +44,9 @@ def run(argv: list[str] | None = None) -> int:
     code = main(cmd)
     if code == 0 and not args.holdout:
         shutil.copy(out / "results.md", HERE / "results.md")
-        print(f"table -> {HERE / 'results.md'}")
+        for plot in ("accuracy_vs_epoch.png", "accuracy_vs_time.png"):
+            shutil.copy(out / plot, HERE / f"results_{plot}")
+        print(f"table and plots -> {HERE / 'results.md'}, {HERE}/results_*.png")
     return code
 
 

@@ -54,9 +54,12 @@ def plot_curves(path: str | Path, curves: dict[str, tuple[Sequence[float], Seque
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for name, (xs, ys) in curves.items():
-        ax.plot(xs, ys, marker="o" if len(xs) < 40 else None, ms=3, label=name)
+    many = len(curves) > 10  # beyond one colour cycle: 20 colours, dashes, legend outside
+    fig, ax = plt.subplots(figsize=(8.5, 5) if many else (6, 4), dpi=100)
+    colours = plt.get_cmap("tab20").colors if many else [None] * len(curves)
+    for i, (name, (xs, ys)) in enumerate(curves.items()):
+        ax.plot(xs, ys, marker="o" if len(xs) < 40 else None, ms=3, label=name,
+                color=colours[i % len(colours)], ls="-" if i < 10 or not many else "--")
     for name, y in (hlines or {}).items():
         ax.axhline(y, ls="--", lw=1, color="gray")
         ax.annotate(name, (0.01, y), xycoords=("axes fraction", "data"), va="bottom",
@@ -66,7 +69,10 @@ def plot_curves(path: str | Path, curves: dict[str, tuple[Sequence[float], Seque
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    if many:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    else:
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
