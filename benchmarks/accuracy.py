@@ -2,7 +2,7 @@
 
 Runs `rgal bench` with its default suite (shipped teacher, the demo's student, 2 seeds, the
 default budget) into runs/bench_accuracy and copies the table to benchmarks/results.md and
-the two accuracy plots to benchmarks/results_*.png.
+the accuracy plots and a half-size sample montage to benchmarks/results_*.png.
 Interrupted? Run it again: finished runs are kept and a killed one resumes.
 
     python benchmarks/accuracy.py [--seeds 2] [--out runs/bench_accuracy] [--holdout]
@@ -46,6 +46,11 @@ def run(argv: list[str] | None = None) -> int:
         shutil.copy(out / "results.md", HERE / "results.md")
         for plot in ("accuracy_vs_epoch.png", "accuracy_vs_time.png"):
             shutil.copy(out / plot, HERE / f"results_{plot}")
+        from PIL import Image  # a matplotlib dependency
+
+        with Image.open(out / "samples.png") as im:  # half size: the full one is ~2 MB
+            im.resize((im.width // 2, im.height // 2), Image.LANCZOS).save(
+                HERE / "results_samples.png", optimize=True)
         print(f"table and plots -> {HERE / 'results.md'}, {HERE}/results_*.png")
     return code
 
