@@ -13,6 +13,7 @@ from torch import nn
 from .init import init_zoo_weights
 from .mobilenetv2 import MobileNetV2
 from .registry import register_model
+from .resnet import resnet_stages
 
 
 def _downsample(cin: int, cout: int, stride: int) -> nn.Sequential | None:
@@ -79,21 +80,11 @@ class ImageNetResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self._cin = 64
-        self.layer1 = self._stage(block, 64, depths[0], 1)
-        self.layer2 = self._stage(block, 128, depths[1], 2)
-        self.layer3 = self._stage(block, 256, depths[2], 2)
-        self.layer4 = self._stage(block, 512, depths[3], 2)
+        self.layer1, self.layer2, self.layer3, self.layer4 = resnet_stages(
+            block, 64, (64, 128, 256, 512), depths, (1, 2, 2, 2))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512 * block.expansion, num_classes)
         init_zoo_weights(self)
-
-    def _stage(self, block, planes: int, n: int, stride: int) -> nn.Sequential:
-        blocks = []
-        for i in range(n):
-            blocks.append(block(self._cin, planes, stride if i == 0 else 1))
-            self._cin = planes * block.expansion
-        return nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

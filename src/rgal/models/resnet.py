@@ -9,6 +9,20 @@ from torch import nn
 from .registry import register_model
 
 
+def resnet_stages(block: type[nn.Module], cin: int, widths: tuple[int, ...],
+                  depths: tuple[int, ...], strides: tuple[int, ...]) -> list[nn.Sequential]:
+    """Residual stages, in order: stage k has `depths[k]` blocks of `widths[k]` planes, its first
+    block with `strides[k]`; a block's output is planes x `block.expansion` (1 if absent)."""
+    stages = []
+    for planes, n, stride in zip(widths, depths, strides, strict=True):
+        blocks = []
+        for i in range(n):
+            blocks.append(block(cin, planes, stride if i == 0 else 1))
+            cin = planes * getattr(block, "expansion", 1)
+        stages.append(nn.Sequential(*blocks))
+    return stages
+
+
 def _projection(cin: int, cout: int, stride: int) -> nn.Sequential:
     """The `shortcut` branch: identity (empty) unless shape changes, then 1x1 conv + BN."""
     if stride == 1 and cin == cout:
@@ -68,19 +82,9 @@ class ResNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self._cin = 64
-        self.layer1 = self._stage(block, 64, depths[0], 1)
-        self.layer2 = self._stage(block, 128, depths[1], 2)
-        self.layer3 = self._stage(block, 256, depths[2], 2)
-        self.layer4 = self._stage(block, 512, depths[3], 2)
+        self.layer1, self.layer2, self.layer3, self.layer4 = resnet_stages(
+            block, 64, (64, 128, 256, 512), depths, (1, 2, 2, 2))
         self.linear = nn.Linear(512 * block.expansion, num_classes)
-
-    def _stage(self, block, planes: int, n: int, stride: int) -> nn.Sequential:
-        blocks = []
-        for i in range(n):
-            blocks.append(block(self._cin, planes, stride if i == 0 else 1))
-            self._cin = planes * block.expansion
-        return nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

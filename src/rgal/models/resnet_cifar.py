@@ -8,6 +8,7 @@ from torch import nn
 
 from .init import init_zoo_weights
 from .registry import register_model
+from .resnet import resnet_stages
 
 
 class BasicBlock(nn.Module):
@@ -46,19 +47,10 @@ class CifarResNet(nn.Module):
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
-        self._cin = widths[0]
-        self.layer1 = self._stage(widths[1], n, 1)
-        self.layer2 = self._stage(widths[2], n, 2)
-        self.layer3 = self._stage(widths[3], n, 2)
+        self.layer1, self.layer2, self.layer3 = resnet_stages(
+            BasicBlock, widths[0], widths[1:], (n, n, n), (1, 2, 2))
         self.fc = nn.Linear(widths[3], num_classes)
         init_zoo_weights(self)
-
-    def _stage(self, cout: int, n: int, stride: int) -> nn.Sequential:
-        blocks = []
-        for i in range(n):
-            blocks.append(BasicBlock(self._cin, cout, stride if i == 0 else 1))
-            self._cin = cout
-        return nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
