@@ -38,7 +38,13 @@ class IncrementalConfig:
     # inversion of the previous model (deepinv-replay, abd, abd+rgal)
     inv_steps: int = _opt(100, "generator steps after each task", lo=1, hi=1_000_000)
     inv_batch_size: int = _opt(64, "images per generator step", lo=2, hi=65_536)
-    replay_size: int = _opt(4096, "replay images drawn from each task's generator", lo=2)
+    replay: str = _opt("pool", "replay source: 'pool' (replay_size images sampled once after "
+                               "each inversion, class-balanced) or 'generator' (a fresh batch "
+                               "from the generator at every step, as in ABD)",
+                       choices=("pool", "generator"))
+    replay_size: int = _opt(4096, "replay images drawn from each task's generator "
+                                  "(--replay pool; also the size of the replay grid's sample)",
+                            lo=2)
     lr_g: float = _opt(1e-2, "generator Adam learning rate", lo=0, lo_open=True)
     nz: int = _opt(128, "generator latent size", lo=1, hi=65_536)
     ngf: int = _opt(16, "generator width", lo=1, hi=4096)

@@ -118,6 +118,37 @@ class ModelInversion(nn.Module):
         keep = balanced_indices(y, n, self.seen)
         return x[keep], y[keep]
 
+    @torch.no_grad()
+    def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fresh batch of `n` generated images in [0, 1] and the frozen model's labels."""
+        device = next(self.generator.parameters()).device
+        self.generator.train()
+        x = self.generator(torch.randn(n, self.generator.nz, device=device))
+        return x, self.model(self.augment.normalize(x))[:, :self.seen].argmax(1)
+
+
+class PoolReplay:
+    """Replay from a fixed set of uint8 images: `n` drawn uniformly with replacement."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, len(self.labels), (n,), generator=generator)
+        return (self.images[idx.to(self.images.device)].float().div_(255),
+                self.labels[idx.to(self.labels.device)])
+
+
+class GeneratorReplay:
+    """Replay drawn fresh from the inverted generator at every step (ABD's replay)."""
+
+    def __init__(self, inversion: ModelInversion) -> None:
+        self.inversion = inversion
+
+    def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        del generator  # latents come from torch's seeded global generator
+        return self.inversion.draw(n)
+
 
 def balanced_indices(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
     """`min(n, len)` indices, as equal a count per class as available (round-robin)."""

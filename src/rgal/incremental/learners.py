@@ -26,7 +26,7 @@ class TaskContext:
     first: int  # first class of this task (= classes of earlier tasks)
     seen: int  # classes seen once this task is learned
     old: FeatureExtractor | None = None  # frozen model after the previous task
-    replay: tuple[torch.Tensor, torch.Tensor] | None = None  # uint8 images, labels
+    replay: Any = None  # PoolReplay or GeneratorReplay of the old classes, if any
 
 
 def class_balance_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ from ..train.prepare import build_model, check_model_name
 from ..train.report import plot_curves, save_grid
 from ..utils import resolve_device, seed_everything
 from .config import IncrementalConfig
-from .inversion import ModelInversion
+from .inversion import GeneratorReplay, ModelInversion, PoolReplay
 from .learners import TaskContext, create_learner
 from .protocol import TaskStream, accuracy_row, incremental_metrics, relabel, split_classes
 
@@ -142,7 +142,7 @@ def run_incremental(setup: IncrementalSetup) -> dict:
     matrix: list[list[float | None]] = []
     acc_seen: list[float] = []
     old: FeatureExtractor | None = None
-    replay: tuple[torch.Tensor, torch.Tensor] | None = None
+    replay: PoolReplay | GeneratorReplay | None = None
     metrics = (out / "metrics.jsonl").open("w")
     try:
         for t in range(stream.num_tasks):
@@ -164,9 +164,8 @@ def run_incremental(setup: IncrementalSetup) -> dict:
                 y = yb.to(device)
                 xs = ys = None
                 if replay is not None and learner.uses_replay:
-                    idx = torch.randint(0, len(replay[1]), (x.shape[0],), generator=gen)
-                    xs = augment(replay[0][idx.to(replay[0].device)].float().div_(255))
-                    ys = replay[1][idx.to(replay[1].device)]
+                    xs, ys = replay.draw(x.shape[0], gen)
+                    xs = augment(xs)
                 terms = learner.losses(x, y, xs, ys)
                 loss = sum(terms.values())
                 opt.zero_grad(set_to_none=True)
@@ -190,12 +189,13 @@ def run_incremental(setup: IncrementalSetup) -> dict:
             old = FeatureExtractor(freeze(copy.deepcopy(model)))
             if learner.uses_replay and t + 1 < stream.num_tasks:
                 t_inv = time.time()
-                replay, inv_losses = _invert(cfg, info, old.model, augment, seen, device)
+                replay, (images, labels), inv_losses = _invert(cfg, info, old.model, augment,
+                                                               seen, device)
                 record.update(inv_losses, inversion_s=time.time() - t_inv,
-                              replay_counts=torch.bincount(replay[1].cpu(),
+                              replay_counts=torch.bincount(labels.cpu(),
                                                            minlength=seen).tolist())
-                original = torch.tensor(order)[replay[1].cpu()]  # rows named by dataset class
-                save_grid(out / "grids" / f"replay_task{t + 1}.png", replay[0], original,
+                original = torch.tensor(order)[labels.cpu()]  # rows named by dataset class
+                save_grid(out / "grids" / f"replay_task{t + 1}.png", images, original,
                           info.classes or [str(c) for c in range(info.num_classes)])
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
@@ -225,8 +225,14 @@ def run_incremental(setup: IncrementalSetup) -> dict:
 
 
 def _invert(cfg: IncrementalConfig, info: DatasetInfo, frozen: nn.Module, augment: Augment,
-            seen: int, device: torch.device) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
-    """Train a generator on the frozen model; return uint8 replay images, labels and losses."""
+            seen: int, device: torch.device
+            ) -> tuple[PoolReplay | GeneratorReplay, tuple[torch.Tensor, torch.Tensor], dict]:
+    """Train a generator on the frozen model.
+
+    Returns the replay source of the next task, a class-balanced sample of uint8 images
+    and labels (the pool itself with --replay pool; shown in the replay grid), and the
+    mean inversion losses.
+    """
     generator = Generator(cfg.nz, cfg.ngf, info.image_size, info.channels).to(device)
     rgal = cfg.method == "abd+rgal"
     inversion = ModelInversion(
@@ -238,4 +244,6 @@ def _invert(cfg: IncrementalConfig, info: DatasetInfo, frozen: nn.Module, augmen
     images, labels = inversion.sample(cfg.replay_size)
     inversion.extractor.remove()
     uint8 = images.clamp(0, 1).mul(255).round().to(torch.uint8)
-    return (uint8, labels), losses
+    source = GeneratorReplay(inversion) if cfg.replay == "generator" else PoolReplay(uint8,
+                                                                                    labels)
+    return source, (uint8, labels), losses
