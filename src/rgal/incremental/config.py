@@ -26,11 +26,11 @@ class IncrementalConfig:
                                    "accuracy on them instead of the test set (for tuning)")
     val_size: int = _opt(10_000, "held-out training images with --validation", lo=1)
     # real-data training, per task
-    epochs: float = _opt(2.0, "passes over the task's training images per task (sets the "
+    epochs: float = _opt(4.0, "passes over the task's training images per task (sets the "
                                    "steps of every method, joint included)", lo=0,
                          lo_open=True)
     batch_size: int = _opt(64, "real images per step (replay adds as many)", lo=2, hi=65_536)
-    lr: float = _opt(0.05, "SGD learning rate (cosine-decayed within each task)", lo=0,
+    lr: float = _opt(0.01, "SGD learning rate (cosine-decayed within each task)", lo=0,
                      lo_open=True)
     momentum: float = _opt(0.9, "SGD momentum", lo=0, hi=1)
     weight_decay: float = _opt(5e-4, "weight decay", lo=0)
@@ -61,7 +61,7 @@ class IncrementalConfig:
     mu: float = _opt(10.0, "feature-distillation weight (abd, abd+rgal)", lo=0)
     w_kd: float = _opt(1.0, "logit-distillation weight (lwf, deepinv-replay)", lo=0)
     tau: float = _opt(2.0, "logit-distillation temperature", lo=0, lo_open=True)
-    w_stri: float = _opt(0.1, "training relation-loss weight (abd+rgal)", lo=0)
+    w_stri: float = _opt(1.0, "training relation-loss weight (abd+rgal)", lo=0)
     stu_sampler: str = _opt("distance", "negative sampler in training",
                             choices=("focal", "distance", "random"))
     margin: float = _opt(0.2, "triplet margin", lo=0)
