@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from rgal.amp import Precision  # noqa: E402
+from rgal.amp import Precision, optimizer_options  # noqa: E402
 from rgal.config import DistillConfig, build_config, load_yaml  # noqa: E402
 from rgal.data.augment import Augment  # noqa: E402
 from rgal.data.base import DatasetError, ImageTensors  # noqa: E402
@@ -314,7 +314,7 @@ class Phases:
 
 def build_phases(setting: Setting, device: torch.device, g_steps: int, *,
                  precision: str = "fp32", channels_last: bool = False,
-                 compiled: bool = False) -> Phases:
+                 compiled: bool = False, optimizer_impl: str = "default") -> Phases:
     """Synthesizer (g_steps per phase) and student phase of a setting, with speed options."""
     cfg = setting.cfg
     info = dataset_info(cfg.dataset)
@@ -341,9 +341,10 @@ def build_phases(setting: Setting, device: torch.device, g_steps: int, *,
         w_bn=cfg.w_bn, w_oh=cfg.w_oh, w_adv=cfg.w_adv, w_tri=cfg.w_tri,
         direction=cfg.relation_direction, sampler=cfg.syn_sampler, margin=cfg.margin,
         relation_feature=cfg.syn_relation_feature, reset_generator=cfg.reset_generator,
-        precision=precision)
+        precision=precision, optimizer_impl=optimizer_impl)
     opt = torch.optim.SGD(list(student.parameters()) + list(projector.parameters()),
-                          lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                          lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          **optimizer_options(optimizer_impl))
     phase = StudentPhase(t_ext, s_ext, augment, opt, projector, pairs,
                          batch_size=cfg.batch_size, tau=cfg.tau, w_cd=cfg.w_cd,
                          w_stri=cfg.w_stri, sampler=cfg.stu_sampler, margin=cfg.margin,
@@ -418,6 +419,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "channels_last": {"channels_last": True},
     "bf16 + channels_last": {"precision": "bf16", "channels_last": True},
     "compile": {"compiled": True},
+    "foreach": {"optimizer_impl": "foreach"},
+    "fused": {"optimizer_impl": "fused"},
 }
 
 
@@ -441,7 +444,7 @@ def measure_variants(setting: Setting, device: torch.device, steps: int, warmup:
 def variants_table(setting_names: list[str],
                    results: list[dict[str, tuple[Rate, Rate]]]) -> str:
     """Markdown: each option's step times and speed-up over fp32, per setting."""
-    lines = ["", "## Speed options (`--precision`, `--channels-last`, `--compile`)", "",
+    lines = ["", "## Speed options (`--precision`, `--channels-last`, `--compile`, `--optimizer-impl`)", "",
              "Median step time (wall / CPU time where on a CPU) and speed-up over fp32 "
              "(CPU time on a CPU, wall on a GPU).", "",
              "| option | " + " | ".join(f"{n}: synthesis step | {n}: distillation step"

@@ -226,7 +226,7 @@ def test_generator_replay_draws_fresh_batches_labelled_by_the_frozen_model():
     inv.fit()
     g = torch.Generator().manual_seed(0)
     source = GeneratorReplay(inv)
-    (x1, y1), (x2, y2) = source.draw(12, g), source.draw(12, g)
+    (x1, y1), (x2, _) = source.draw(12, g), source.draw(12, g)
     assert x1.shape == (12, 1, 28, 28) and not torch.equal(x1, x2)  # a new batch each step
     assert not x1.requires_grad and 0 <= float(x1.min()) and float(x1.max()) <= 1
     assert torch.equal(y1, model(augment.normalize(x1))[:, :4].argmax(1))

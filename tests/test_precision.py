@@ -69,3 +69,27 @@ def test_channels_last_run_matches_the_default_layout(tmp_path, fake_fmnist, tea
 
     a, b = (load_file(tmp_path / d / "student.safetensors") for d in "ab")
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+
+
+@pytest.mark.parametrize("impl", ["foreach", "fused"])
+def test_optimizer_kernels_match_the_default(impl, tmp_path, fake_fmnist, teacher_file):
+    from safetensors.torch import load_file
+
+    from rgal.cli import main
+
+    argv = ["distill", "--data-root", str(fake_fmnist), "--teacher-weights", str(teacher_file),
+            "--epochs", "1", "--g-steps", "2", "--kd-steps", "2", "--batch-size", "8",
+            "--synthesis-batch-size", "16", "--set", "ngf=8", "--set", "nz=16",
+            "--no-progress", "--device", "cpu", "--seed", "3"]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 0
+    assert main(argv + ["--out", str(tmp_path / "b"), "--optimizer-impl", impl]) == 0
+    a, b = (load_file(tmp_path / d / "student.safetensors") for d in "ab")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+
+
+def test_optimizer_options():
+    from rgal.amp import optimizer_options
+
+    assert optimizer_options() == {} and optimizer_options("fused") == {"fused": True}
+    with pytest.raises(ValueError, match="optimizer implementation"):
+        optimizer_options("apex")

@@ -82,12 +82,12 @@ def test_tiny_run_writes_the_table(throughput, tmp_path):
 def test_speed_options_are_timed_against_fp32(throughput, tmp_path):
     out = tmp_path / "throughput.md"
     assert throughput.main(["--tiny", "--settings", "fmnist", "--out", str(out),
-                            "--options", "bf16,channels_last"]) == 0
+                            "--options", "bf16,channels_last,fused"]) == 0
     text = out.read_text()
     section = text.split("## Speed options", 1)[1]
     rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in section.splitlines()
             if line.startswith("| ") and not line.startswith("| option")}
-    assert list(rows) == ["fp32", "bf16", "channels_last"]  # fp32 added as the reference
+    assert list(rows) == ["fp32", "bf16", "channels_last", "fused"]  # fp32: the reference
     assert all("(x1.00)" in cell for cell in rows["fp32"])
     for cells in rows.values():
         for cell in cells:

@@ -11,7 +11,20 @@ from torch import nn
 from .distributed import average_gradients
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZER_IMPLS = ("default", "foreach", "fused")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def optimizer_options(impl: str = "default") -> dict[str, bool]:
+    """Keyword arguments of a torch optimiser selecting its kernels.
+
+    `default` leaves the choice to PyTorch (multi-tensor `foreach` kernels on GPUs, a loop
+    over parameters on CPUs); `foreach` and `fused` ask for those kernels explicitly.
+    """
+    if impl not in OPTIMIZER_IMPLS:
+        raise ValueError(f"optimizer implementation must be one of "
+                         f"{', '.join(OPTIMIZER_IMPLS)}, got {impl!r}")
+    return {} if impl == "default" else {impl: True}
 
 
 class Precision:

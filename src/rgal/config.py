@@ -140,6 +140,9 @@ class DistillConfig:
     precision: str = _opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
                           choices=("fp32", "bf16", "fp16"))
     channels_last: bool = _opt(False, "channels-last memory layout for the conv nets")
+    optimizer_impl: str = _opt("default", "optimiser kernels: default (PyTorch's choice), "
+                                          "foreach or fused", choices=("default", "foreach",
+                                                                       "fused"))
     compile: bool = _opt(False, "torch.compile the teacher, student and generator")
     eval_batch_size: int = _opt(1000, "test-set batch size", lo=1, hi=65_536)
     test_per_class: int = _opt(0, "imagenet: evaluate on a balanced subset of N val images per "

@@ -37,4 +37,5 @@ class DeepInversionSynthesizer(InversionSynthesizer):
         return []  # the pixels are this rank's own images
 
     def optimizer(self, generator: nn.Module, z: torch.Tensor) -> torch.optim.Optimizer:
-        return torch.optim.Adam(generator.parameters(), lr=self.lr_g, betas=(0.5, 0.999))
+        return torch.optim.Adam(generator.parameters(), lr=self.lr_g, betas=(0.5, 0.999),
+                                **self.opt_options)

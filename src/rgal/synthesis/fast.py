@@ -20,7 +20,8 @@ class FastSynthesizer(InversionSynthesizer):
         super().__init__(*args, **kwargs)
         self.fast = copy.deepcopy(self.generator)
         self.meta_optimizer = torch.optim.Adam(self.generator.parameters(),
-                                               lr=self.lr_g * self.g_steps, betas=(0.5, 0.999))
+                                               lr=self.lr_g * self.g_steps, betas=(0.5, 0.999),
+                                               **self.opt_options)
 
     def phase_generator(self) -> nn.Module:
         self.fast.load_state_dict(self.generator.state_dict())

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..amp import Precision
+from ..amp import Precision, optimizer_options
 from ..data.augment import Augment
 from ..losses import BNStatistics, FiniteWatch, adversarial_loss, relation_loss
 from ..losses.priors import total_variation
@@ -36,7 +36,8 @@ class InversionSynthesizer(Synthesizer):
                  w_tv: float = 0.0, bn_momentum: float = 0.0, direction: str = "paper",
                  sampler: str = "focal", margin: float = 0.2,
                  relation_feature: str = "last_stage", reset_generator: bool = True,
-                 precision: str = "fp32", progress: bool = False) -> None:
+                 precision: str = "fp32", optimizer_impl: str = "default",
+                 progress: bool = False) -> None:
         super().__init__(teacher, student)
         if direction not in ("paper", "code"):
             raise ValueError(f"relation direction must be 'paper' or 'code', got {direction!r}")
@@ -52,6 +53,7 @@ class InversionSynthesizer(Synthesizer):
         self.reset_generator = reset_generator
         self.progress = progress
         self.precision = Precision(precision, next(generator.parameters()).device)
+        self.opt_options = optimizer_options(optimizer_impl)
         self.bn_stats = BNStatistics(teacher.model, bn_momentum) if w_bn > 0 else None
         if self.bn_stats:
             self.bn_stats.enabled = False  # only while synthesizing, not in evaluations
@@ -66,7 +68,8 @@ class InversionSynthesizer(Synthesizer):
     def optimizer(self, generator: nn.Module, z: torch.Tensor) -> torch.optim.Optimizer:
         """Adam over the generator and the latents, betas (0.5, 0.999)."""
         return torch.optim.Adam([{"params": generator.parameters(), "lr": self.lr_g},
-                                 {"params": [z], "lr": self.lr_z}], betas=(0.5, 0.999))
+                                 {"params": [z], "lr": self.lr_z}], betas=(0.5, 0.999),
+                                **self.opt_options)
 
     def shared_parameters(self, generator: nn.Module) -> list[nn.Parameter]:
         """Parameters every rank must keep identical (their gradients are averaged)."""

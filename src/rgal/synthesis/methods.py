@@ -31,7 +31,7 @@ def build_synthesizer(cfg: DistillConfig, teacher: FeatureExtractor, student: Fe
             teacher, student, generator, augment, objective=cfg.method,
             batch_size=2 * cfg.batch_size, lr_g=cfg.lr_g, w_bn=cfg.w_bn, w_oh=cfg.w_oh,
             w_adv=cfg.w_adv, w_act=cfg.w_act, w_ie=cfg.w_ie, w_balance=cfg.w_balance,
-            precision=cfg.precision)
+            precision=cfg.precision, optimizer_impl=cfg.optimizer_impl)
     if cfg.method not in POOL_METHODS:
         return None
     if cfg.method == "deepinv":
@@ -44,7 +44,7 @@ def build_synthesizer(cfg: DistillConfig, teacher: FeatureExtractor, student: Fe
                   direction=cfg.relation_direction, sampler=cfg.syn_sampler, margin=cfg.margin,
                   relation_feature=cfg.syn_relation_feature,
                   reset_generator=cfg.reset_generator, precision=cfg.precision,
-                  progress=cfg.progress)
+                  optimizer_impl=cfg.optimizer_impl, progress=cfg.progress)
     if cfg.method.startswith("cmi"):
         kwargs.update(feature_dim=feature_dim, w_cr=cfg.w_cr, cr_temperature=cfg.cr_temperature,
                       bank_size=cfg.bank_size)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..amp import Precision
+from ..amp import Precision, optimizer_options
 from ..data.augment import Augment
 from ..losses import BNStatistics, per_sample_kl
 from ..losses.priors import activation_loss, class_balance_loss
@@ -34,7 +34,7 @@ class OnlineSynthesizer(Synthesizer):
                  generator: nn.Module, augment: Augment, *, objective: str, batch_size: int,
                  lr_g: float, w_bn: float = 0.0, w_oh: float = 0.0, w_adv: float = 0.0,
                  w_act: float = 0.0, w_ie: float = 0.0, w_balance: float = 0.0,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", optimizer_impl: str = "default") -> None:
         super().__init__(teacher, student)
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown online objective {objective!r}")
@@ -46,7 +46,8 @@ class OnlineSynthesizer(Synthesizer):
         self.bn_stats = BNStatistics(teacher.model) if w_bn > 0 else None
         if self.bn_stats:
             self.bn_stats.enabled = False
-        self.opt = torch.optim.Adam(generator.parameters(), lr=lr_g, betas=(0.5, 0.999))
+        self.opt = torch.optim.Adam(generator.parameters(), lr=lr_g, betas=(0.5, 0.999),
+                                    **optimizer_options(optimizer_impl))
         self.precision = Precision(precision, next(generator.parameters()).device)
 
     def _z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

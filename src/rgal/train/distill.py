@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..amp import Precision
+from ..amp import Precision, optimizer_options
 from ..config import ONLINE_METHODS, REAL_DATA_METHODS, DistillConfig
 from ..data.augment import Augment
 from ..data.datasets import DatasetInfo, ImageTensors
@@ -139,7 +139,8 @@ class _Run:
         self._speed_ups(cfg)
         params = list(self.student.parameters()) + list(self.projector.parameters())
         self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+                                         weight_decay=cfg.weight_decay,
+                                         **optimizer_options(cfg.optimizer_impl))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer,
                                                                     T_max=cfg.epochs)
         objective = {"dfad": "l1", "scratch": "ce"}.get(cfg.method, "kd")
