@@ -99,32 +99,25 @@ class ModelInversion(nn.Module):
         return {k: v / self.steps for k, v in sums.items()}
 
     @torch.no_grad()
+    def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fresh batch of `n` generated images in [0, 1] and the frozen model's labels."""
+        device = next(self.generator.parameters()).device
+        self.generator.train()  # batch statistics, as during fitting
+        x = self.generator(torch.randn(n, self.generator.nz, device=device))
+        return x, self.model(self.augment.normalize(x))[:, :self.seen].argmax(1)
+
+    @torch.no_grad()
     def sample(self, n: int, oversample: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
         """`n` generated images in [0, 1] labelled by the frozen model's prediction.
 
         `oversample * n` candidates are drawn and as equal a number per predicted class as
         they allow is kept, so that a class the generator rarely produces is not lost.
         """
-        device = next(self.generator.parameters()).device
-        self.generator.train()  # batch statistics, as during fitting
-        images, labels = [], []
         total = max(n, oversample * n)
-        for i in range(0, total, 256):
-            z = torch.randn(min(256, total - i), self.generator.nz, device=device)
-            x = self.generator(z)
-            images.append(x)
-            labels.append(self.model(self.augment.normalize(x))[:, :self.seen].argmax(1))
-        x, y = torch.cat(images), torch.cat(labels)
+        batches = [self.draw(min(256, total - i)) for i in range(0, total, 256)]
+        x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
         keep = balanced_indices(y, n, self.seen)
         return x[keep], y[keep]
-
-    @torch.no_grad()
-    def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A fresh batch of `n` generated images in [0, 1] and the frozen model's labels."""
-        device = next(self.generator.parameters()).device
-        self.generator.train()
-        x = self.generator(torch.randn(n, self.generator.nz, device=device))
-        return x, self.model(self.augment.normalize(x))[:, :self.seen].argmax(1)
 
 
 class PoolReplay:
