@@ -112,7 +112,7 @@ def mean_std(values: list[float]) -> str:
 def write_report(results: dict[str, list[dict]], md: Path, png: Path, extra: list[str]) -> None:
     """Markdown table (mean ± std over seeds) and a plot of mean accuracy after each task."""
     sys.path.insert(0, str(ROOT / "src"))
-    from rgal.train.report import plot_curves
+    from rgal.engine.report import plot_curves
 
     first = next(iter(results.values()))[0]
     where = first["evaluated_on"]

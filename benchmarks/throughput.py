@@ -45,18 +45,19 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 from rgal.amp import Precision, optimizer_options  # noqa: E402
-from rgal.config import DistillConfig, build_config, load_yaml  # noqa: E402
+from rgal.config import DistillConfig, load_yaml  # noqa: E402
 from rgal.data.augment import Augment  # noqa: E402
 from rgal.data.base import DatasetError, ImageTensors  # noqa: E402
 from rgal.data.datasets import dataset_info, load_dataset  # noqa: E402
+from rgal.data.pool import ImagePool  # noqa: E402
+from rgal.methods import distill_config, get_method, method_context  # noqa: E402
+from rgal.methods.base import Method  # noqa: E402
 from rgal.models import create_model  # noqa: E402
-from rgal.models.features import FeatureExtractor, freeze, num_stage_channels  # noqa: E402
-from rgal.models.generator import Generator  # noqa: E402
+from rgal.models.build import resolve_weights_path  # noqa: E402
+from rgal.models.features import FeatureExtractor, freeze  # noqa: E402
 from rgal.models.weights import load_weights  # noqa: E402
-from rgal.synthesis import ImagePool, RGALSynthesizer  # noqa: E402
-from rgal.train.distill import DistillSetup, run_distillation  # noqa: E402
-from rgal.train.prepare import resolve_weights_path  # noqa: E402
-from rgal.train.student import FeatureProjector, StudentPhase, paired_stages  # noqa: E402
+from rgal.train.distill import DistillSetup, run_distillation, run_folder  # noqa: E402
+from rgal.train.student import StudentPhase  # noqa: E402
 from rgal.utils import resolve_device, seed_everything  # noqa: E402
 
 CIFAR_CONFIG = ROOT / "configs" / "cifar10_wrn40_2_wrn16_1.yaml"
@@ -210,7 +211,7 @@ def cifar_setting(tiny: bool, device: str) -> Setting:
     over = {"device": device, "progress": False, "teacher_weights": "random"}
     if tiny:
         over.update(synthesis_batch_size=16, batch_size=8, ngf=16)
-    cfg = build_config(DistillConfig, load_yaml(CIFAR_CONFIG), over)
+    cfg = distill_config(load_yaml(CIFAR_CONFIG), over)
     info = dataset_info("cifar10")
     torch.manual_seed(0)
     teacher = create_model(cfg.teacher, info.num_classes, info.channels)
@@ -228,7 +229,7 @@ def fmnist_setting(tiny: bool, device: str) -> Setting:
     over = {"device": device, "progress": False}
     if tiny:
         over.update(synthesis_batch_size=16, batch_size=8)
-    cfg = build_config(DistillConfig, over)
+    cfg = distill_config(over)
     info = dataset_info(cfg.dataset)
     teacher = create_model(cfg.teacher, info.num_classes, info.channels)
     load_weights(teacher, resolve_weights_path(cfg.teacher_weights, cfg.dataset, cfg.teacher))
@@ -281,7 +282,7 @@ class Result:
         return self.kd_flops.total / self.kd_step_s / 1e9
 
 
-def profile_synthesis(synth: RGALSynthesizer, device: torch.device, rows: int = 15) -> str:
+def profile_synthesis(synth: Method, device: torch.device, rows: int = 15) -> str:
     """torch.profiler table (self time, top ops) of a 2-step synthesis phase."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -302,7 +303,7 @@ class Phases:
     teacher: nn.Module
     student: nn.Module
     generator: nn.Module
-    synth: RGALSynthesizer
+    synth: Method
     phase: StudentPhase
     t_ext: FeatureExtractor
     s_ext: FeatureExtractor
@@ -323,32 +324,22 @@ def build_phases(setting: Setting, device: torch.device, g_steps: int, *,
     student = copy.deepcopy(setting.student).to(device)
     augment = Augment(info.mean, info.std, info.crop_padding, info.hflip).to(device)
     t_ext, s_ext = FeatureExtractor(teacher), FeatureExtractor(student)
-    in_shape = (info.channels, info.image_size, info.image_size)
-    t_ch, _ = num_stage_channels(teacher, t_ext, in_shape, device)
-    s_ch, _ = num_stage_channels(student, s_ext, in_shape, device)
-    pairs = paired_stages(len(s_ch), len(t_ch), cfg.cd_start_stage)
-    projector = FeatureProjector([s_ch[i] for i in pairs[0]], [t_ch[j] for j in pairs[1]])
-    projector = projector.to(device)
-    generator = Generator(cfg.nz, cfg.ngf, info.image_size, info.channels).to(device)
+    run_cfg = distill_config(cfg.to_dict(), {"g_steps": g_steps, "precision": precision,
+                                             "optimizer_impl": optimizer_impl,
+                                             "progress": False})
+    synth = get_method(run_cfg.method)(method_context(run_cfg, t_ext, s_ext, augment, info,
+                                                      device))
+    generator = synth.generator
     for net in (teacher, student, generator):
         if channels_last:
             net.to(memory_format=torch.channels_last)
         if compiled:
             net.compile()
-    synth = RGALSynthesizer(
-        t_ext, s_ext, generator, augment, info.num_classes,
-        batch_size=cfg.synthesis_batch_size, g_steps=g_steps, lr_g=cfg.lr_g,
-        w_bn=cfg.w_bn, w_oh=cfg.w_oh, w_adv=cfg.w_adv, w_tri=cfg.w_tri,
-        direction=cfg.relation_direction, sampler=cfg.syn_sampler, margin=cfg.margin,
-        relation_feature=cfg.syn_relation_feature, reset_generator=cfg.reset_generator,
-        precision=precision, optimizer_impl=optimizer_impl)
-    opt = torch.optim.SGD(list(student.parameters()) + list(projector.parameters()),
+    opt = torch.optim.SGD(list(student.parameters()) + synth.student_parameters(),
                           lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           **optimizer_options(optimizer_impl))
-    phase = StudentPhase(t_ext, s_ext, augment, opt, projector, pairs,
-                         batch_size=cfg.batch_size, tau=cfg.tau, w_cd=cfg.w_cd,
-                         w_stri=cfg.w_stri, sampler=cfg.stu_sampler, margin=cfg.margin,
-                         pair_sampling=cfg.pair_sampling, precision=Precision(precision, device))
+    phase = StudentPhase(synth, t_ext, s_ext, augment, opt, batch_size=cfg.batch_size,
+                         precision=Precision(precision, device))
     return Phases(teacher, student, generator, synth, phase, t_ext, s_ext)
 
 
@@ -468,10 +459,11 @@ IO_FUNCS = {"save_checkpoint": "checkpoint", "save_grid": "grid PNG",
 
 
 @contextlib.contextmanager
-def timed_io(module):
-    """Wrap the file writers `module` calls by name; yields a list of (name, start, end)."""
+def timed_io(*modules):
+    """Wrap the file writers the modules call by name; yields a list of (name, start, end)."""
     calls: list[tuple[str, float, float]] = []
-    saved = {name: getattr(module, name) for name in IO_FUNCS if hasattr(module, name)}
+    saved = {(module, name): getattr(module, name) for module in modules for name in IO_FUNCS
+             if hasattr(module, name)}
 
     def wrap(name, fn):
         def timed(*args, **kwargs):
@@ -482,12 +474,12 @@ def timed_io(module):
                 calls.append((name, t0, time.perf_counter()))
         return timed
 
-    for name, fn in saved.items():
+    for (module, name), fn in saved.items():
         setattr(module, name, wrap(name, fn))
     try:
         yield calls
     finally:
-        for name, fn in saved.items():
+        for (module, name), fn in saved.items():
             setattr(module, name, fn)
 
 
@@ -509,19 +501,21 @@ def epoch_split(setting: Setting, device: torch.device, steps: tuple[int, int]) 
     writers (checkpoint, grid, plot, weights) are timed by wrapping them; the metrics line
     is written inline and falls into 'host'.
     """
+    import rgal.engine.loop as loop_module
     import rgal.train.distill as distill_module
 
     g_steps, kd_steps = steps
-    cfg = build_config(DistillConfig, setting.cfg.to_dict(),
-                       {"epochs": 2, "g_steps": g_steps, "kd_steps": kd_steps,
-                        "progress": False, "grid_every": 1})
+    cfg = distill_config(setting.cfg.to_dict(),
+                         {"epochs": 2, "g_steps": g_steps, "kd_steps": kd_steps,
+                          "progress": False, "grid_every": 1})
     info = dataset_info(cfg.dataset)
     student = create_model(cfg.student, info.num_classes, info.channels)  # fresh: untrained
     with tempfile.TemporaryDirectory(prefix="rgal-throughput-") as tmp:
         cfg.out = tmp
         setup = DistillSetup(cfg=cfg, info=info, teacher=setting.teacher, student=student,
-                             test=setting.test, device=device, out=Path(tmp))
-        with timed_io(distill_module) as calls, skip_teacher_eval(distill_module, setting.teacher):
+                             test=setting.test, device=device, folder=run_folder(tmp))
+        with timed_io(distill_module, loop_module) as calls, \
+                skip_teacher_eval(distill_module, setting.teacher):
             run_distillation(setup, log=lambda _msg: None)
         hist = [json.loads(line) for line in
                 (Path(tmp) / "metrics.jsonl").read_text().splitlines() if line]

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from rgal.config import distill_config
+from rgal.methods import distill_config
 
 TINY = ["--epochs", "2", "--g-steps", "2", "--kd-steps", "3", "--batch-size", "8",
         "--synthesis-batch-size", "16", "--set", "ngf=8", "--set", "nz=16", "--no-progress",
@@ -36,7 +36,8 @@ def _rank_worker(rank: int, world: int, port: int, data: str, teacher: str, out:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        from rgal.train.distill import _Run, _run_epoch, _StopSignals
+        from rgal.engine import StopSignals, TrainingLoop
+        from rgal.train.distill import DistillJob
         from rgal.train.prepare import prepare_distillation
 
         cfg = distill_config({"method": method, "data_root": data, "teacher_weights": teacher,
@@ -48,11 +49,12 @@ def _rank_worker(rank: int, world: int, port: int, data: str, teacher: str, out:
             Path(out).mkdir(parents=True, exist_ok=True)
             (Path(out) / "grids").mkdir(exist_ok=True)
         dist.barrier()
-        run = _Run(setup)
-        _run_epoch(run, 1, lambda: 0.0, _StopSignals())
-        flat = torch.cat([p.detach().flatten() for p in run.student.parameters()])
-        torch.save({"student": flat, "pool": run.pool.images.clone(),
-                    "synthesized": run.images_synthesized},
+        job = DistillJob(setup)
+        loop = TrainingLoop(job, setup.folder, config=cfg.to_dict(), progress=False)
+        loop._epoch(1, StopSignals())
+        flat = torch.cat([p.detach().flatten() for p in job.student.parameters()])
+        torch.save({"student": flat, "pool": job.pool.images.clone(),
+                    "synthesized": job.images_synthesized},
                    Path(result_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

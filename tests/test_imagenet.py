@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rgal.config import DistillConfig, build_config, load_yaml
+from rgal.config import load_yaml
 from rgal.data.base import DatasetError
 from rgal.data.datasets import describe_dataset, load_dataset
+from rgal.methods import distill_config
 from rgal.models import FeatureExtractor, create_model, list_models
 from rgal.models.generator import Generator, default_upsamples
 from rgal.models.weights import WeightsError, load_weights
@@ -211,7 +212,7 @@ def test_imagenet_folder_refusals(tmp_path):
 
 
 def test_imagenet_config_is_valid():
-    cfg = build_config(DistillConfig, load_yaml(ROOT / "configs" / "imagenet_resnet50_resnet18.yaml"))
+    cfg = distill_config(load_yaml(ROOT / "configs" / "imagenet_resnet50_resnet18.yaml"))
     assert (cfg.dataset, cfg.teacher, cfg.student) == ("imagenet", "resnet50_imagenet",
                                                         "resnet18_imagenet")
     assert {cfg.teacher, cfg.student} <= set(list_models())
@@ -219,31 +220,25 @@ def test_imagenet_config_is_valid():
 
 def test_one_synthesis_and_student_step_at_224():
     """The library's own synthesis and student steps run at 224 with 1000 classes."""
-    from rgal.data.augment import Augment
     from rgal.data.datasets import dataset_info
-    from rgal.models.features import freeze, num_stage_channels
-    from rgal.synthesis import ImagePool, RGALSynthesizer
-    from rgal.train.student import FeatureProjector, StudentPhase, paired_stages
+    from rgal.data.pool import ImagePool
+    from rgal.methods import create_method
+    from rgal.models.features import freeze
+    from rgal.train.student import StudentPhase
 
     torch.manual_seed(0)
     info = dataset_info("imagenet")
     teacher = freeze(create_model("resnet18_imagenet", info.num_classes))
     student = create_model("mobilenetv2_imagenet", info.num_classes)
-    t_ext, s_ext = FeatureExtractor(teacher), FeatureExtractor(student)
-    augment = Augment(info.mean, info.std, info.crop_padding, info.hflip)
-    synth = RGALSynthesizer(t_ext, s_ext, Generator(32, 8, 224, 3), augment, info.num_classes,
-                            batch_size=4, g_steps=1)
+    synth = create_method("rgal", teacher, student, info, nz=32, ngf=8, synthesis_batch_size=4,
+                          g_steps=1, tau=5.0, progress=False)
+    assert synth.generator.num_upsamples == 5  # 224 px: five stages from a 7x7 map
     result = synth.synthesize()
     assert result.images.shape == (4, 3, 224, 224)
     assert all(np.isfinite(v) for v in result.losses.values())
     pool = ImagePool(3, 224)
     pool.add(result.images, result.labels)
-    t_ch, _ = num_stage_channels(teacher, t_ext, (3, 224, 224))
-    s_ch, _ = num_stage_channels(student, s_ext, (3, 224, 224))
-    pairs = paired_stages(len(s_ch), len(t_ch), 1)
-    proj = FeatureProjector([s_ch[i] for i in pairs[0]], [t_ch[j] for j in pairs[1]])
-    opt = torch.optim.SGD(list(student.parameters()) + list(proj.parameters()), lr=0.01)
-    phase = StudentPhase(t_ext, s_ext, augment, opt, proj, pairs, batch_size=2, tau=5.0,
-                         w_cd=0.1, w_stri=0.1)
+    opt = torch.optim.SGD(list(student.parameters()) + synth.student_parameters(), lr=0.01)
+    phase = StudentPhase(synth, synth.teacher, synth.student, synth.augment, opt, batch_size=2)
     terms = phase.step(pool)
     assert torch.isfinite(terms["loss_student"])

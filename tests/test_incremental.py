@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import fields
 
 import pytest
 import torch
@@ -12,9 +14,9 @@ from rgal.cli import main
 from rgal.data.base import ImageTensors
 from rgal.incremental import runner
 from rgal.incremental.config import METHODS
-from rgal.incremental.inversion import class_balance_loss
 from rgal.incremental.learners import ABD, TaskContext, class_balance_weights
 from rgal.incremental.protocol import TaskStream, incremental_metrics, split_classes
+from rgal.losses.priors import class_balance_loss
 from rgal.models import create_model
 from rgal.models.features import FeatureExtractor, freeze
 
@@ -86,8 +88,13 @@ def test_class_balance_terms():
     assert w.sum() == pytest.approx(1.0)
     for c in range(3):
         assert w[y == c].sum() == pytest.approx(1 / 3)
-    assert float(class_balance_loss(torch.zeros(8, 4))) == pytest.approx(0.0, abs=1e-6)
-    assert float(class_balance_loss(torch.tensor([[9.0, 0, 0]] * 8))) > 0.9
+    assert float(class_balance_loss(torch.zeros(8, 4), normalized=True)) == pytest.approx(
+        0.0, abs=1e-6)
+    assert float(class_balance_loss(torch.tensor([[9.0, 0, 0]] * 8), normalized=True)) > 0.9
+    # the nats form (DAFL, DFQ) is the normalised one times log K
+    logits = torch.randn(16, 5)
+    assert float(class_balance_loss(logits)) == pytest.approx(
+        float(class_balance_loss(logits, normalized=True)) * math.log(5), abs=1e-6)
 
 
 def test_abd_head_loss_reaches_only_the_head_and_old_model_stays_frozen():
@@ -95,7 +102,7 @@ def test_abd_head_loss_reaches_only_the_head_and_old_model_stays_frozen():
     model = create_model("tinycnn", 10, 1)
     old = FeatureExtractor(freeze(create_model("tinycnn", 10, 1)))
     before = [p.clone() for p in old.model.parameters()]
-    learner = ABD(model, mu=1.0)
+    learner = ABD(model, w_fkd=1.0)
     learner.begin_task(TaskContext(1, 4, 6, old, None))
     x, xs = torch.randn(8, 1, 28, 28), torch.randn(8, 1, 28, 28)
     y, ys = torch.randint(4, 6, (8,)), torch.randint(0, 4, (8,))
@@ -135,7 +142,10 @@ def test_every_method_runs_and_never_sees_past_real_images(method, tmp_path, fak
     assert s["method"] == method and s["tasks"] == 5 and s["wall_s"] > 0
     assert len(s["acc_matrix"]) == 5 and all(len(r) == 5 for r in s["acc_matrix"])
     assert all(v is None for i, r in enumerate(s["acc_matrix"]) for v in r[i + 1:])
-    assert 0 <= s["final_acc"] <= 100 and s["final_acc"] == s["acc_seen"][-1]
+    assert s["final_acc"] == s["acc_seen"][-1]
+    assert s["avg_inc_acc"] == pytest.approx(sum(s["acc_seen"]) / 5)
+    assert s["forgetting"] == pytest.approx(incremental_metrics(
+        [r[:i + 1] for i, r in enumerate(s["acc_matrix"])], s["acc_seen"])["forgetting"])
     assert {t for t, *_ in served} == set(range(5))
     for _task, first, seen, labels in served:
         lo = 0 if method == "joint" else first
@@ -151,7 +161,7 @@ def test_every_method_runs_and_never_sees_past_real_images(method, tmp_path, fak
     (["--tasks", "0"], "tasks"),
     (["--method", "icarl"], "method"),
     (["--model", "nosuchnet"], "unknown model"),
-    (["--set", "mu=-1"], "mu"),
+    (["--set", "mu=-1"], "w_fkd"),
 ])
 def test_bad_arguments_exit_2_and_write_nothing(argv, needle, tmp_path, fake_fmnist, capsys):
     out = tmp_path / "run"
@@ -180,9 +190,9 @@ def test_inversion_batches_cover_the_seen_classes():
     torch.manual_seed(0)
     model = create_model("tinycnn", 10, 1)
     inv = ModelInversion(model, Generator(8, 8, 28, 1), Augment((0.5,), (0.5,), 2), 4,
-                         steps=3, batch_size=16, w_tri=0.1)
+                         steps=3, batch_size=16, w_rel_syn=0.1)
     losses = inv.fit()
-    assert {"inv_ce", "inv_div", "inv_bn", "inv_smooth", "inv_rel"} <= set(losses)
+    assert {"loss_oh", "loss_balance", "loss_bn", "loss_tv", "loss_rel_syn"} <= set(losses)
     x, y = inv.sample(40)
     assert x.shape == (40, 1, 28, 28) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert int(y.max()) < 4
@@ -201,7 +211,12 @@ def test_published_setting_configs_load(tasks):
         f"cifar100_resnet32_{tasks}tasks.yaml"
     cfg = build_config(IncrementalConfig, load_yaml(path))
     assert (cfg.dataset, cfg.model, cfg.tasks) == ("cifar100", "resnet32", tasks)
-    assert "43.9 / 33.7 / 20.0" in path.read_text() and "69.9" in path.read_text()
+    # ABD's recipe (its scripts): 250 epochs per task, SGD 0.1, batch 128, wd 2e-4, feature
+    # distillation 0.1, BN statistics weight 50, smoothness 1e-3, 10k generator steps
+    assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.weight_decay) == (250, 0.1, 128, 2e-4)
+    assert (cfg.w_fkd, cfg.w_bn, cfg.w_tv, cfg.inv_steps) == (0.1, 50.0, 1e-3, 10_000)
+    # every run of the published setting can be resumed, and a typo in it would be refused
+    assert set(load_yaml(path)) <= {f.name for f in fields(IncrementalConfig)}
 
 
 def test_balanced_replay_selection():

@@ -10,6 +10,7 @@ from rgal.losses import (
     adversarial_loss,
     kd_loss,
     negative_probabilities,
+    per_sample_kl,
     relation_loss,
     sample_triplets,
 )
@@ -165,7 +166,16 @@ def test_kd_and_adversarial_terms():
     # where the student disagrees everywhere, the adversarial term is masked to zero
     s_dis = -t
     assert adversarial_loss(s_dis, t).item() == 0.0
-    assert adversarial_loss(t + 0.5 * torch.randn(8, 10), t).item() <= 0.0
+    # where it agrees on the class, the term is minus the mean KL over the whole batch
+    s_agree = 0.5 * t  # same argmax, flatter distribution
+    agree = (s_agree.argmax(1) == t.argmax(1)).float()
+    assert agree.all()
+    expected = -(per_sample_kl(s_agree, t) * agree).mean()
+    assert adversarial_loss(s_agree, t).item() == pytest.approx(expected.item())
+    assert adversarial_loss(s_agree, t).item() < -1e-4
+    mixed = torch.cat([s_agree[:4], s_dis[4:]])  # half the batch masked out: half the value
+    assert adversarial_loss(mixed, t).item() == pytest.approx(
+        -(per_sample_kl(s_agree[:4], t[:4])).sum().item() / 8)
 
 
 def test_sampled_negative_frequencies_follow_the_weights():
@@ -208,18 +218,17 @@ def test_finite_watch_names_the_earliest_non_finite_term_and_step():
 
 
 def test_synthesis_phase_stops_on_a_non_finite_loss():
-    from rgal.data.augment import Augment
+    from rgal.data.datasets import DatasetInfo
     from rgal.losses import NonFiniteLoss
+    from rgal.methods import create_method
     from rgal.models import create_model
-    from rgal.models.features import FeatureExtractor
-    from rgal.models.generator import Generator
-    from rgal.synthesis import RGALSynthesizer
 
     torch.manual_seed(0)
     teacher, student = create_model("smallcnn", 10, 1), create_model("tinycnn", 10, 1)
-    syn = RGALSynthesizer(FeatureExtractor(teacher), FeatureExtractor(student),
-                          Generator(8, 8, 28, 1), Augment((0.5,), (0.5,), 2, False), 10,
-                          batch_size=8, g_steps=3, w_bn=float("inf"))
+    info = DatasetInfo("tiny", 10, 1, 28, (0.5,), (0.5,), 2, False)
+    syn = create_method("rgal", teacher, student, info, nz=8, ngf=8, synthesis_batch_size=8,
+                        g_steps=3, progress=False)
+    syn.cfg.w_bn = float("inf")  # an overflowing weight (the config refuses it up front)
     with pytest.raises(NonFiniteLoss) as e:
         syn.synthesize()
     assert e.value.phase == "synthesis" and e.value.step == 1

@@ -8,43 +8,42 @@ import pytest
 import torch
 
 from rgal.amp import Precision
-from rgal.data.augment import Augment
+from rgal.data.datasets import DatasetInfo
+from rgal.data.pool import ImagePool
+from rgal.methods import create_method
 from rgal.models import create_model
-from rgal.models.features import FeatureExtractor
-from rgal.models.generator import Generator
-from rgal.synthesis import ImagePool, OnlineSynthesizer, RGALSynthesizer
-from rgal.train.student import FeatureProjector, StudentPhase
+from rgal.train.student import StudentPhase
+
+INFO = DatasetInfo("tiny", 10, 1, 28, (0.5,), (0.5,), 2, False)
 
 
 def _nets():
     torch.manual_seed(0)
     teacher = create_model("smallcnn", 10, 1).eval().requires_grad_(False)
     student = create_model("tinycnn", 10, 1)
-    return FeatureExtractor(teacher), FeatureExtractor(student)
+    return teacher, student
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_synthesis_and_student_step_are_finite_in_low_precision(precision):
     t, s = _nets()
-    augment = Augment((0.5,), (0.5,), 2, False)
-    syn = RGALSynthesizer(t, s, Generator(8, 8, 28, 1), augment, 10, batch_size=16, g_steps=2,
-                          precision=precision)
+    syn = create_method("rgal", t, s, INFO, synthesis_batch_size=16, g_steps=2, nz=8, ngf=8,
+                        precision=precision, w_cd=0.0, tau=4.0, progress=False)
     result = syn.synthesize()
     assert result.images.dtype == torch.float32 and torch.isfinite(result.images).all()
     assert all(math.isfinite(v) for v in result.losses.values()) and "loss_bn" in result.losses
     pool = ImagePool(1, 28)
     pool.add(result.images, result.labels)
-    opt = torch.optim.SGD(s.model.parameters(), lr=0.1)
-    phase = StudentPhase(t, s, augment, opt, FeatureProjector([], []), ([], []), batch_size=8,
-                         tau=4.0, w_cd=0.0, w_stri=0.1, precision=Precision(precision))
-    before = [p.clone() for p in s.model.parameters()]
+    opt = torch.optim.SGD(s.parameters(), lr=0.1)
+    phase = StudentPhase(syn, syn.teacher, syn.student, syn.augment, opt, batch_size=8,
+                         precision=Precision(precision))
+    before = [p.clone() for p in s.parameters()]
     terms = phase.step(pool)
     assert {"loss_kd", "loss_student"} <= set(terms)
     assert all(torch.isfinite(v) for v in terms.values())
-    assert any(not torch.equal(a, b) for a, b in zip(before, s.model.parameters(), strict=True))
-    online = OnlineSynthesizer(t, s, Generator(8, 8, 28, 1), augment, objective="dfq",
-                               batch_size=8, lr_g=1e-3, w_bn=1.0, w_oh=1.0, w_adv=1.0,
-                               w_balance=1.0, precision=precision)
+    assert any(not torch.equal(a, b) for a, b in zip(before, s.parameters(), strict=True))
+    online = create_method("dfq", t, s, INFO, batch_size=4, lr_g=1e-3, nz=8, ngf=8,
+                           w_balance=1.0, precision=precision)
     g_terms = online.generator_step()
     assert all(torch.isfinite(v) for v in g_terms.values())
 

@@ -112,10 +112,10 @@ def test_user_module_every_relu_quantized_and_weights_reload():
 def test_8_bit_model_within_one_point_of_full_precision_on_real_data():
     from rgal.data.augment import Normalize
     from rgal.data.datasets import describe_dataset, load_dataset
+    from rgal.engine.evaluate import evaluate
+    from rgal.models.build import resolve_weights_path
     from rgal.models.weights import load_weights
     from rgal.quantization.methods import calibrate
-    from rgal.train.evaluate import evaluate
-    from rgal.train.prepare import resolve_weights_path
 
     info = describe_dataset("fashion-mnist", None)
     model = create_model("smallcnn", 10, 1)
@@ -157,7 +157,7 @@ def test_every_method_runs_and_writes_its_files(tmp_path, fake_fmnist, teacher_f
     if method.startswith("gdfq"):
         lines = (out / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(r)["phase"] for r in lines] == ["warm-up", "fine-tune"]
-        assert ("q_rel" in json.loads(lines[-1])) == (method == "gdfq+rgal")
+        assert ("loss_rel_stu" in json.loads(lines[-1])) == (method == "gdfq+rgal")
     capsys.readouterr()
     assert main(["eval", "--model", "smallcnn", "--weights",
                  str(out / "quantized_fakequant.safetensors"), "--dataset", "fashion-mnist",

@@ -22,11 +22,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from rgal.cli import main
+from rgal.engine import CHECKPOINT, CheckpointError, load_checkpoint, save_checkpoint
+from rgal.engine import checkpoint as ckpt_mod
+from rgal.methods.rgal import RGAL
 from rgal.models.registry import _MODELS, register_model
 from rgal.models.weights import save_weights
-from rgal.synthesis import RGALSynthesizer
-from rgal.train import checkpoint as ckpt_mod
-from rgal.train.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, save_checkpoint
 from rgal.train.student import StudentPhase
 
 SMALL = ["--epochs", "4", "--g-steps", "2", "--kd-steps", "6", "--batch-size", "8",
@@ -51,24 +51,33 @@ def _same_run(a: Path, b: Path) -> bool:
     return same_weights and _metrics(a) == _metrics(b)
 
 
-@pytest.fixture()
-def reference(tmp_path, fake_fmnist, teacher_file) -> Path:
-    """An uninterrupted run to compare resumed runs with."""
-    out = tmp_path / "reference"
+@pytest.fixture(scope="session")
+def pristine(tmp_path_factory, fake_fmnist, teacher_file) -> Path:
+    """One uninterrupted run per session, to compare resumed runs with (never modified)."""
+    out = tmp_path_factory.mktemp("reliability") / "reference"
     assert main(_argv(out, fake_fmnist, teacher_file)) == 0
     return out
 
 
-def test_checkpoint_holds_the_full_state(reference):
-    state = load_checkpoint(reference / CHECKPOINT)
+@pytest.fixture()
+def reference(tmp_path, pristine) -> Path:
+    """A private copy of the uninterrupted run that a test may damage or resume."""
+    import shutil
+
+    return Path(shutil.copytree(pristine, tmp_path / "reference"))
+
+
+def test_checkpoint_holds_the_full_state(pristine):
+    state = load_checkpoint(pristine / CHECKPOINT)
     assert state["epoch"] == 4 and state["partial"] is None
-    for key in ("student", "projector", "synthesizer", "optimizer", "scheduler", "pool", "rng",
-                "best_acc", "best_epoch", "history", "config"):
+    for key in ("student", "method", "optimizer", "scheduler", "pool", "rng", "best_acc",
+                "best_epoch", "history", "config"):
         assert key in state, key
     assert state["pool"]["images"].shape == (64, 1, 28, 28)
     assert state["pool"]["images"].dtype == torch.uint8
-    assert any(k.startswith("generator.") for k in state["synthesizer"])
-    assert not any(k.startswith(("teacher.", "student.")) for k in state["synthesizer"])
+    assert any(k.startswith("generator.") for k in state["method"])
+    assert any(k.startswith("projector.") for k in state["method"])
+    assert not any(k.startswith(("teacher.", "student.")) for k in state["method"])
     assert set(state["rng"]) >= {"python", "numpy", "torch"}
     assert len(state["history"]) == 4 and state["scheduler"]["last_epoch"] == 4
     assert state["optimizer"]["state"], "momentum buffers are saved"
@@ -91,10 +100,10 @@ class _SignalAt:
 
 @pytest.mark.parametrize(("cls", "name", "n", "position"), [
     (StudentPhase, "step", 9, (2, 3)),  # epoch 2, after student step 3
-    (RGALSynthesizer, "synthesize", 3, (3, 0)),  # epoch 3, right after synthesis
+    (RGAL, "synthesize", 3, (3, 0)),  # epoch 3, right after synthesis
 ])
 def test_signal_checkpoints_the_exact_position_and_resume_is_identical(
-        tmp_path, fake_fmnist, teacher_file, reference, monkeypatch, capsys, cls, name, n,
+        tmp_path, fake_fmnist, teacher_file, pristine, monkeypatch, capsys, cls, name, n,
         position):
     out = tmp_path / "signalled"
     hook = _SignalAt(cls, name, n)
@@ -103,10 +112,10 @@ def test_signal_checkpoints_the_exact_position_and_resume_is_identical(
         assert main(_argv(out, fake_fmnist, teacher_file)) == 128 + signal.SIGTERM
     assert "SIGTERM" in capsys.readouterr().err
     state = load_checkpoint(out / CHECKPOINT)
-    assert (state["partial"]["epoch"], state["partial"]["kd_done"]) == position
+    assert (state["partial"]["epoch"], state["partial"]["done"]) == position
     assert not (out / "student.safetensors").exists()
     assert main(_argv(out, fake_fmnist, teacher_file, "--resume")) == 0
-    assert _same_run(reference, out)
+    assert _same_run(pristine, out)
 
 
 @pytest.mark.slow
@@ -203,7 +212,7 @@ def test_resume_with_another_config_is_refused_naming_the_keys(
                       "--set", "w_tri=0.3"))
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert "lr (0.1 -> 0.5)" in err and "w_tri (0.1 -> 0.3)" in err
+    assert "lr (0.1 -> 0.5)" in err and "rgal.w_rel_syn (0.1 -> 0.3)" in err
     code = main(_argv(reference, fake_fmnist, teacher_file, "--resume", "--student", "smallcnn",
                       "--allow-config-change"))
     assert code == 2 and "student" in capsys.readouterr().err
@@ -300,10 +309,10 @@ def test_damaged_dataset_folder_is_refused(tmp_path, fake_fmnist, teacher_file, 
 def test_full_output_disk_is_refused(tmp_path, fake_fmnist, teacher_file, capsys, monkeypatch):
     import shutil
 
-    from rgal.train import prepare
+    from rgal.engine import outputs
 
     real = shutil.disk_usage
-    monkeypatch.setattr(prepare.shutil, "disk_usage",
+    monkeypatch.setattr(outputs.shutil, "disk_usage",
                         lambda p: real(p)._replace(free=10 * 2**20))
     out = tmp_path / "o"
     _expect_exit_2(_argv(out, fake_fmnist, teacher_file), out, capsys, "MiB free")
@@ -392,5 +401,9 @@ def test_checkpoint_module_names_free_and_structural_keys_consistently():
     from dataclasses import fields
 
     from rgal.config import DistillConfig
-    names = {f.name for f in fields(DistillConfig)}
+    from rgal.incremental.config import IncrementalConfig
+    from rgal.quantization.config import QuantizeConfig
+
+    names = {f.name for cls in (DistillConfig, QuantizeConfig, IncrementalConfig)
+             for f in fields(cls)} | {"tensorboard"}
     assert ckpt_mod.RESUME_FREE_KEYS <= names and ckpt_mod.STRUCTURAL_KEYS <= names

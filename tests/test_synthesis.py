@@ -5,12 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rgal.data.augment import Augment, random_crop
+from rgal.data.augment import random_crop
+from rgal.data.datasets import DatasetInfo
+from rgal.data.pool import ImagePool
+from rgal.methods import create_method
 from rgal.models import create_model
-from rgal.models.features import FeatureExtractor, find_batchnorms, freeze
+from rgal.models.features import FeatureExtractor, find_batchnorms, freeze, paired_stages
 from rgal.models.generator import Generator
-from rgal.synthesis import ImagePool, RGALSynthesizer
-from rgal.train.student import FeatureProjector, StudentPhase, paired_stages
+from rgal.train.student import StudentPhase
+
+INFO = DatasetInfo("tiny", 10, 1, 28, (0.5,), (0.5,), 2, True)
+TINY_GEN = {"nz": 16, "ngf": 8}
 
 
 def test_generator_output_follows_dataset_shape():
@@ -95,19 +100,17 @@ def _tiny_setup(seed: int = 0):
         m.running_mean.uniform_(-0.5, 0.5)
         m.running_var.uniform_(0.5, 2.0)
     student = create_model("tinycnn", 10, 1)
-    aug = Augment((0.5,), (0.5,), 2, True)
-    return teacher, student, aug
+    return teacher, student
 
 
 def test_rgal_synthesis_phase_keeps_models_untouched():
-    teacher, student, aug = _tiny_setup()
+    teacher, student = _tiny_setup()
     t_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     s_before = {k: v.clone() for k, v in student.state_dict().items()}
     student.train()
     for direction in ("paper", "code"):
-        syn = RGALSynthesizer(FeatureExtractor(teacher), FeatureExtractor(student),
-                              Generator(16, 8, 28, 1), aug, 10, batch_size=24, g_steps=3,
-                              direction=direction)
+        syn = create_method("rgal", teacher, student, INFO, synthesis_batch_size=24, g_steps=3,
+                            relation_direction=direction, progress=False, **TINY_GEN)
         res = syn.synthesize()
         assert res.images.shape == (24, 1, 28, 28) and res.labels.shape == (24,)
         assert 0 <= res.images.min() and res.images.max() <= 1
@@ -126,15 +129,16 @@ def test_rgal_synthesis_phase_keeps_models_untouched():
 
 
 def test_student_phase_changes_student_only():
-    teacher, student, aug = _tiny_setup(1)
+    teacher, student = _tiny_setup(1)
     t_before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    t_ext, s_ext = FeatureExtractor(teacher), FeatureExtractor(student)
     pairs = paired_stages(3, 3, 1)
     assert pairs == ([1, 2], [1, 2])
-    proj = FeatureProjector([32, 64], [32, 64])
-    opt = torch.optim.SGD(list(student.parameters()) + list(proj.parameters()), lr=0.1)
-    phase = StudentPhase(t_ext, s_ext, aug, opt, proj, pairs, batch_size=8, tau=4.0,
-                         w_cd=0.1, w_stri=0.1)
+    method = create_method("rgal", teacher, student, INFO, tau=4.0, cd_start_stage=1,
+                           **TINY_GEN)
+    assert (method.s_stages, method.t_stages) == pairs
+    opt = torch.optim.SGD(list(student.parameters()) + method.student_parameters(), lr=0.1)
+    phase = StudentPhase(method, method.teacher, method.student, method.augment, opt,
+                         batch_size=8)
     pool = ImagePool(1, 28)
     pool.add(torch.rand(16, 1, 28, 28), torch.arange(16) % 10)
     w0 = student.fc.weight.clone()

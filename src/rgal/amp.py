@@ -47,11 +47,23 @@ class Precision:
     def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
              shared: Iterable[nn.Parameter] = ()) -> None:
         """Backward (scaled for fp16), average `shared` gradients over ranks, optimiser step."""
-        self.scaler.scale(loss).backward()
+        self.backward(loss)
         shared = list(shared)
         if shared:
-            if self.scaler.is_enabled():
-                self.scaler.unscale_(optimizer)
+            self.unscale(optimizer)
             average_gradients(shared)
+        self.step_only(optimizer)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Gradients of `loss` (scaled for fp16)."""
+        self.scaler.scale(loss).backward()
+
+    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        """Bring fp16-scaled gradients back to their true size (before clipping them)."""
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(optimizer)
+
+    def step_only(self, optimizer: torch.optim.Optimizer) -> None:
+        """The optimiser step (skipped for fp16 when a gradient is not finite)."""
         self.scaler.step(optimizer)
         self.scaler.update()

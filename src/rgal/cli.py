@@ -8,9 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .cliargs import add_config_arguments, config_layers
-from .config import ConfigError, DistillConfig, load_yaml, parse_set
+from . import compat
+from ._version import __version__
+from .cliargs import add_config_arguments, config_layers, print_table
+from .config import ConfigError, load_yaml, parse_set
 from .incremental import command as incremental_command
 from .quantization import command as quantize_command
 
@@ -32,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"rgal {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
+    from .methods.registry import all_keys
+
     d = sub.add_parser("distill", help="data-free distillation of a teacher into a student")
-    add_config_arguments(d, DistillConfig, skip=())
+    add_config_arguments(d, all_keys().values(), skip=())
     d.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (its config is the "
                         "base; flags that differ are refused unless --allow-config-change)")
@@ -66,8 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-download", action="store_true", help="never download the dataset")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
-    t.add_argument("--out", required=True, help="weights file (.safetensors or .pth)")
+    t.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    t.add_argument("--out", required=True, help="weights file (.safetensors or .pth); its "
+                                                "checkpoint is OUT.checkpoint.pt beside it")
     t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from OUT.checkpoint.pt (written after every epoch)")
     t.add_argument("--no-progress", action="store_true")
 
     e = sub.add_parser("eval", help="test accuracy of a weights file")
@@ -90,7 +97,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     if args.allow_config_change and not args.resume:
         raise UsageError("--allow-config-change only applies with --resume")
-    cfg, state = config_for_run(config_layers(args, DistillConfig), resume=args.resume,
+    cfg, state = config_for_run(config_layers(args), resume=args.resume,
                                 allow_change=args.allow_config_change)
     from .distributed import init_from_env, is_main, shutdown
 
@@ -105,7 +112,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         shutdown()
     if not summary:  # not the writing rank
         return 0
-    _print_table([
+    print_table([
         ("teacher", f"{cfg.teacher} ({summary['teacher_params'] / 1e6:.2f}M params)"),
         ("student", f"{cfg.student} ({summary['student_params'] / 1e6:.3f}M params)"),
         ("teacher test acc", f"{summary['teacher_acc']:.2f}%"),
@@ -121,7 +128,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run `rgal bench`."""
-    from .train.bench import DEFAULT_BUDGET, DEFAULT_SUITE, RESULTS, plan_runs, run_bench
+    from .engine import check_output_dir
+    from .train.bench import DEFAULT_BUDGET, RESULTS, default_suite, plan_runs, run_bench
 
     if not 1 <= args.seeds <= 100:
         raise ConfigError(f"--seeds must be in 1..100, got {args.seeds}")
@@ -132,41 +140,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out} already holds a bench; pass --resume to continue it or "
                           "choose another --out")
     entries = ([e.strip() for e in args.methods.split(",") if e.strip()] if args.methods
-               else list(DEFAULT_SUITE))
+               else list(default_suite()))
     if not entries:
         raise ConfigError("--methods lists no entry")
     shared = {**DEFAULT_BUDGET, **(load_yaml(args.config) if args.config else {})}
     if args.data_root:
         shared["data_root"] = args.data_root
     runs = plan_runs(entries, list(range(args.seeds)), out, [shared, parse_set(args.set)])
-    from .train.prepare import check_output_dir
-
-    check_output_dir(out, overwrite=True)
+    check_output_dir(out, (), overwrite=True)
     rows = run_bench(runs, out, progress=not args.no_progress)
     print((out / "results.md").read_text())
     print(f"{len(rows)} runs -> {out}")
     return 0
 
 
-def _print_table(rows: list[tuple[str, str]]) -> None:
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k.ljust(width)}  {v}")
-
-
 def _dataset_and_model(dataset: str, data_root: str | None, model: str, role: str):
     from .data.datasets import describe_dataset
-    from .train.prepare import build_model
+    from .models.build import build_model
 
     info = describe_dataset(dataset, data_root)
-    return info, build_model(model, info, role)
+    return info, build_model(model, info.num_classes, info.channels, role)
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
     """Run `rgal train-teacher`."""
     import torch
 
-    from .data.datasets import load_dataset
+    from .data.splits import evaluation_split
+    from .engine import RunFolder, check_resumable, load_checkpoint
     from .models.weights import save_weights
     from .train.teacher import train_supervised
     from .utils import resolve_device, seed_everything
@@ -177,19 +178,31 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     if not args.lr > 0 or args.weight_decay < 0:
         raise ConfigError("--lr must be > 0 and --weight-decay >= 0")
     out = Path(args.out)
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite or choose another --out")
     if out.suffix not in (".safetensors", ".pth", ".pt"):
         raise ConfigError(f"--out must end in .safetensors, .pth or .pt, got {out.name!r}")
+    config = {k: getattr(args, k) for k in ("dataset", "model", "epochs", "batch_size", "lr",
+                                            "weight_decay", "seed", "precision")}
+    ckpt = f"{out.name}.checkpoint.pt"
+    state = None
+    if args.resume and (out.parent / ckpt).exists():
+        state = load_checkpoint(out.parent / ckpt)
+        check_resumable(state["config"], config, False, out.parent / ckpt)
     device = resolve_device(args.device)
     seed_everything(args.seed)
     info, model = _dataset_and_model(args.dataset, args.data_root, args.model, "teacher")
-    train = load_dataset(args.dataset, args.data_root, train=True, download=not args.no_download)
-    test = load_dataset(args.dataset, args.data_root, train=False, download=not args.no_download)
+    train, test = evaluation_split(args.dataset, args.data_root, download=not args.no_download,
+                                   need_train=True, info=info)
+    out.parent.mkdir(parents=True, exist_ok=True)
     result = train_supervised(model, train, test, info, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr,
                               weight_decay=args.weight_decay, device=device, seed=args.seed,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, precision=args.precision,
+                              folder=RunFolder(out.parent), config=config, resume_state=state,
+                              checkpoint=ckpt, metrics=f"{out.name}.metrics.jsonl")
     save_weights(model, out)
     meta = {"model": args.model, "dataset": args.dataset, "test_acc": result["final_acc"],
             "epochs": args.epochs, "train_s": round(result["wall_s"], 1),
@@ -199,6 +212,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
                         f"--weight-decay {args.weight_decay} --seed {args.seed}"),
             "torch": torch.__version__}
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out.parent / ckpt).unlink(missing_ok=True)
     print(f"test accuracy: {result['final_acc']:.2f}%  ({args.model} on {args.dataset}, "
           f"{result['wall_s']:.0f} s) -> {out}")
     return 0
@@ -208,8 +222,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Run `rgal eval`."""
     from .data.augment import Normalize
     from .data.datasets import load_dataset
-    from .train.evaluate import evaluate
-    from .train.prepare import load_model_weights, resolve_weights_path
+    from .engine.evaluate import evaluate
+    from .models.build import load_model_weights, resolve_weights_path
     from .utils import resolve_device
 
     if args.batch_size < 1:
@@ -234,15 +248,19 @@ COMMANDS = {"distill": cmd_distill, "bench": cmd_bench, "train-teacher": cmd_tra
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input, with a one-line message)."""
     from .data.base import DatasetError
+    from .engine import RunInterrupted
     from .losses import NonFiniteLoss
     from .models.weights import WeightsError
-    from .train.distill import RunInterrupted
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["distill"]
     parser = build_parser()
     try:
+        if argv[0] == "distill" and compat.uses_reference_flags(argv[1:]):
+            argv, notes = compat.translate(argv[1:])
+            print("rgal: note: read as the reference code's command line (its defaults for "
+                  "what it leaves out)" + "".join(f"; {n}" for n in notes), file=sys.stderr)
         args = parser.parse_args(argv)
         if args.command is None:
             raise UsageError("choose a command: " + ", ".join(COMMANDS))

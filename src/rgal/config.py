@@ -1,7 +1,10 @@
 """Typed experiment configuration: dataclass defaults <- YAML file <- command-line overrides.
 
-The defaults are the embedded demo: the shipped Fashion-MNIST teacher distilled into a
-small student on a CPU in a few minutes.
+Every command has a config dataclass whose fields carry their help, range and choices. A
+distillation config also holds the typed *sections* of its method (`cfg.rgal.w_rel_syn`,
+`cfg.cmi.w_cr`): settings that belong to one method's idea live with that method
+(`rgal.methods`), not in one flat list. The defaults are the embedded demo: the shipped
+Fashion-MNIST teacher distilled into a small student on a CPU in a few minutes.
 """
 
 from __future__ import annotations
@@ -19,146 +22,111 @@ class ConfigError(ValueError):
     """A configuration value or file is invalid."""
 
 
-def _opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
-         choices: tuple | None = None, lo_open: bool = False):
+def option(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
+           choices: tuple | None = None, lo_open: bool = False, aliases: tuple[str, ...] = ()):
+    """A config field: its default, one-line help, range or choices and accepted old names."""
     return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices,
-                                            "lo_open": lo_open})
+                                            "lo_open": lo_open, "aliases": aliases})
 
+
+_opt = option
 
 BUILTIN_TEACHER = "builtin"
-
-# Methods whose images come from an inversion phase kept in a growing pool, from a persistent
-# generator sampled afresh at every student step, or from the real training set.
-POOL_METHODS = ("rgal", "deepinv", "cmi", "fast", "cmi+rgal", "fast+rgal")
-ONLINE_METHODS = ("dafl", "zskt", "dfad", "dfq")
-REAL_DATA_METHODS = ("kd-real", "scratch")
-METHODS = POOL_METHODS + ONLINE_METHODS + REAL_DATA_METHODS
-
-# Each method's own loss terms and schedule (its paper's), applied under the user's settings.
-# Keys not listed keep the DistillConfig defaults (RGAL's).
-_PLAIN_KD = {"w_cd": 0.0, "w_stri": 0.0, "w_tri": 0.0, "pair_sampling": False}
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "rgal": {},
-    # DeepInversion/ADI: pixels optimised from noise, BN + TV + one-hot + competition terms
-    "deepinv": {**_PLAIN_KD, "w_bn": 10.0, "w_tv": 1e-3, "w_adv": 1.0, "lr_g": 0.05,
-                "reset_generator": True},
-    # CMI: generator re-initialised each phase; contrastive instance discrimination
-    "cmi": {**_PLAIN_KD, "w_cr": 0.8, "cr_temperature": 0.1, "reset_generator": True},
-    "cmi+rgal": {"w_cr": 0.8, "cr_temperature": 0.1, "reset_generator": True},
-    # Fast-Datafree: meta-learned generator, a few inner steps, BN statistics with momentum
-    "fast": {**_PLAIN_KD, "g_steps": 5, "lr_g": 5e-3, "lr_z": 0.015, "bn_momentum": 0.9,
-             "w_bn": 10.0, "w_adv": 1.1},
-    "fast+rgal": {"g_steps": 5, "lr_g": 5e-3, "lr_z": 0.015, "bn_momentum": 0.9, "w_bn": 10.0,
-                  "w_adv": 1.1},
-    # DAFL: generator trained on the teacher only (one-hot, activation, information entropy)
-    "dafl": {**_PLAIN_KD, "w_bn": 0.0, "w_adv": 0.0, "w_act": 0.1, "w_ie": 5.0, "tau": 1.0,
-             "lr_g": 0.02, "student_steps_per_g": 1},
-    # ZSKT: adversarial belief matching, generator vs student; attention transfer
-    "zskt": {**_PLAIN_KD, "w_bn": 0.0, "w_oh": 0.0, "w_adv": 1.0, "w_at": 250.0, "tau": 1.0,
-             "student_steps_per_g": 10},
-    # DFAD: generator maximises the student-teacher L1 logit gap; student minimises it
-    "dfad": {**_PLAIN_KD, "w_bn": 0.0, "w_oh": 0.0, "w_adv": 1.0, "student_steps_per_g": 5},
-    # DFQ: generator with BN + one-hot + adversarial + class balance
-    "dfq": {**_PLAIN_KD, "w_bn": 1.0, "w_oh": 1.0, "w_adv": 1.0, "w_balance": 20.0, "tau": 1.0,
-            "student_steps_per_g": 5},
-    # real-data references: KD on the training images (upper bound), and labels alone
-    "kd-real": {**_PLAIN_KD},
-    "scratch": {**_PLAIN_KD},
-}
 
 
 @dataclass
 class DistillConfig:
-    """Every setting of a `rgal distill` run."""
+    """Every setting of a `rgal distill` run shared by all methods, plus the method's sections.
+
+    Keys that are not part of a method's idea (budget, batch sizes, generator size, evaluation)
+    live here so that every method of a comparison gets the same; `sections` holds the typed
+    settings of the selected method (see `rgal.methods`).
+    """
 
     # what to distil
-    dataset: str = _opt("fashion-mnist", "dataset name (test split used for evaluation)")
-    data_root: str | None = _opt(None, "folder holding the dataset files")
-    download: bool = _opt(True, "download a missing dataset (CIFAR, MNIST, Fashion-MNIST)")
-    teacher: str = _opt("smallcnn", "teacher architecture")
-    teacher_weights: str = _opt(BUILTIN_TEACHER, "teacher weights file, or 'builtin'")
-    student: str = _opt("tinycnn", "student architecture")
-    method: str = _opt("rgal", "data-free method (its own defaults apply under your settings)",
-                       choices=METHODS)
+    dataset: str = option("fashion-mnist", "dataset name (test split used for evaluation)")
+    data_root: str | None = option(None, "folder holding the dataset files")
+    download: bool = option(True, "download a missing dataset (CIFAR, MNIST, Fashion-MNIST)")
+    teacher: str = option("smallcnn", "teacher architecture")
+    teacher_weights: str = option(BUILTIN_TEACHER, "teacher weights file, or 'builtin'")
+    student: str = option("tinycnn", "student architecture")
+    method: str = option("rgal", "data-free method (`rgal methods` lists them; its own "
+                                 "defaults apply under your settings)")
     # schedule
-    epochs: int = _opt(35, "synthesis + student phases", lo=1, hi=100_000)
-    g_steps: int = _opt(15, "generator steps per synthesis phase", lo=1, hi=1_000_000)
-    kd_steps: int = _opt(50, "student steps per epoch", lo=1, hi=1_000_000)
-    batch_size: int = _opt(128, "pool images per student step (x2 views with pair sampling)", lo=1,
-                          hi=65_536)
-    synthesis_batch_size: int = _opt(128, "images per synthesis phase", lo=2,
-                                    hi=65_536)
+    epochs: int = option(35, "synthesis + student phases", lo=1, hi=100_000)
+    g_steps: int = option(15, "generator steps per synthesis phase", lo=1, hi=1_000_000)
+    kd_steps: int = option(50, "student steps per epoch", lo=1, hi=1_000_000)
+    batch_size: int = option(128, "pool images per student step (x2 views with pair sampling)",
+                             lo=1, hi=65_536)
+    synthesis_batch_size: int = option(128, "images per synthesis phase", lo=2, hi=65_536)
     # optimisation
-    lr: float = _opt(0.1, "student SGD learning rate", lo=0, lo_open=True)
-    momentum: float = _opt(0.9, "student SGD momentum", lo=0, hi=1)
-    weight_decay: float = _opt(1e-4, "student weight decay", lo=0)
-    lr_g: float = _opt(1e-3, "generator / latent Adam learning rate", lo=0, lo_open=True)
-    # synthesis losses
-    w_bn: float = _opt(1.0, "weight of the BN-statistics loss", lo=0)
-    w_oh: float = _opt(1.0, "weight of the one-hot (cross-entropy) loss", lo=0)
-    w_adv: float = _opt(1.0, "weight of the adversarial loss", lo=0)
-    w_tri: float = _opt(0.1, "weight of the synthesis relation loss", lo=0)
-    relation_direction: str = _opt("paper", "synthesis relation direction",
-                                   choices=("paper", "code"))
-    syn_sampler: str = _opt("focal", "negative sampler in synthesis",
-                            choices=("focal", "distance", "random"))
-    syn_relation_feature: str = _opt("last_stage", "student feature for the synthesis relation",
-                                     choices=("last_stage", "penultimate"))
-    reset_generator: bool = _opt(False, "re-initialise the generator every synthesis phase")
-    # terms and schedules of the other methods (0 = off)
-    w_tv: float = _opt(0.0, "total-variation image prior (deepinv)", lo=0)
-    w_cr: float = _opt(0.0, "contrastive instance-discrimination loss (cmi)", lo=0)
-    cr_temperature: float = _opt(0.1, "temperature of the contrastive loss (cmi)", lo=0,
-                                 lo_open=True)
-    bank_size: int = _opt(4096, "feature bank of past synthetic images (cmi)", lo=1,
-                          hi=10_000_000)
-    lr_z: float = _opt(0.0, "latent learning rate when it differs from lr_g (fast; 0: lr_g)",
-                       lo=0)
-    bn_momentum: float = _opt(0.0, "momentum of the BN statistics across inner steps (fast)",
-                              lo=0, hi=0.999)
-    w_act: float = _opt(0.0, "activation loss (dafl)", lo=0)
-    w_ie: float = _opt(0.0, "information-entropy class-balance loss (dafl)", lo=0)
-    w_balance: float = _opt(0.0, "class-balance loss of the generator (dfq)", lo=0)
-    w_at: float = _opt(0.0, "attention-transfer loss in the student phase (zskt)", lo=0)
-    student_steps_per_g: int = _opt(5, "student steps per generator step (dafl, zskt, dfad, "
-                                       "dfq)", lo=1, hi=1_000_000)
-    nz: int = _opt(256, "generator latent size", lo=1, hi=65_536)
-    ngf: int = _opt(32, "generator width", lo=1, hi=4096)
-    # student losses
-    tau: float = _opt(20.0, "KD temperature", lo=0, lo_open=True)
-    w_cd: float = _opt(0.1, "weight of the pooled-feature L2 (cd) loss", lo=0)
-    cd_start_stage: int = _opt(1, "first stage (0-based) used by the cd loss", lo=0, hi=64)
-    w_stri: float = _opt(0.1, "weight of the student relation loss", lo=0)
-    stu_sampler: str = _opt("distance", "negative sampler in the student phase",
-                            choices=("focal", "distance", "random"))
-    pair_sampling: bool = _opt(True, "take every pool image twice, as two augmentations")
-    margin: float = _opt(0.2, "triplet margin", lo=0)
+    lr: float = option(0.1, "student SGD learning rate", lo=0, lo_open=True)
+    momentum: float = option(0.9, "student SGD momentum", lo=0, hi=1)
+    weight_decay: float = option(1e-4, "student weight decay", lo=0)
+    lr_g: float = option(1e-3, "generator / latent Adam learning rate", lo=0, lo_open=True)
+    # the inversion terms most methods share
+    w_bn: float = option(1.0, "weight of the BN-statistics loss (loss_bn)", lo=0)
+    w_oh: float = option(1.0, "weight of the one-hot cross-entropy loss (loss_oh)", lo=0)
+    w_adv: float = option(1.0, "weight of the adversarial loss (loss_adv)", lo=0)
+    reset_generator: bool = option(False, "re-initialise the generator every synthesis phase")
+    nz: int = option(256, "generator latent size", lo=1, hi=65_536)
+    ngf: int = option(32, "generator width", lo=1, hi=4096)
+    tau: float = option(20.0, "KD temperature", lo=0, lo_open=True)
     # run
-    out: str = _opt("runs/demo", "output folder")
-    seed: int = _opt(0, "random seed", lo=0, hi=2**31 - 1)
-    device: str = _opt("auto", "auto, cpu, cuda, cuda:1, mps")
-    precision: str = _opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
-                          choices=("fp32", "bf16", "fp16"))
-    channels_last: bool = _opt(False, "channels-last memory layout for the conv nets")
-    optimizer_impl: str = _opt("default", "optimiser kernels: default (PyTorch's choice), "
-                                          "foreach or fused", choices=("default", "foreach",
-                                                                       "fused"))
-    compile: bool = _opt(False, "torch.compile the teacher, student and generator")
-    eval_batch_size: int = _opt(1000, "test-set batch size", lo=1, hi=65_536)
-    test_per_class: int = _opt(0, "imagenet: evaluate on a balanced subset of N val images per "
-                                  "class (0: all 50k, 7.5 GB in memory)", lo=0, hi=1_000_000)
-    holdout: int = _opt(0, "evaluate on the last N training images instead of the test set "
-                           "(for choosing settings; kd-real/scratch then train on the rest)",
-                        lo=0, hi=10_000_000)
-    export_synthetic: bool = _opt(False, "write the final synthetic pool to out/synthetic.safetensors")
-    grid_every: int = _opt(1, "write a synthetic-image grid every N epochs (0: never)", lo=0)
-    progress: bool = _opt(True, "show progress bars")
-    diversity_samples: int = _opt(1000, "synthetic images measured for diversity each epoch "
-                                        "(0: off)", lo=0, hi=1_000_000)
+    out: str = option("runs/demo", "output folder")
+    seed: int = option(0, "random seed", lo=0, hi=2**31 - 1)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps")
+    precision: str = option("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
+                            choices=("fp32", "bf16", "fp16"))
+    channels_last: bool = option(False, "channels-last memory layout for the conv nets")
+    optimizer_impl: str = option("default", "optimiser kernels: default (PyTorch's choice), "
+                                            "foreach or fused",
+                                 choices=("default", "foreach", "fused"))
+    compile: bool = option(False, "torch.compile the teacher, student and generator")
+    eval_batch_size: int = option(1000, "test-set batch size", lo=1, hi=65_536)
+    test_per_class: int = option(0, "imagenet: evaluate on a balanced subset of N val images "
+                                    "per class (0: all 50k, 7.5 GB in memory)", lo=0,
+                                 hi=1_000_000)
+    holdout: int = option(0, "evaluate on the last N training images instead of the test set "
+                             "(for choosing settings; kd-real/scratch then train on the rest)",
+                          lo=0, hi=10_000_000)
+    export_synthetic: bool = option(False, "write the final synthetic pool to "
+                                           "out/synthetic.safetensors")
+    grid_every: int = option(1, "write a synthetic-image grid every N epochs (0: never)", lo=0)
+    progress: bool = option(True, "show progress bars")
+    diversity_samples: int = option(1000, "synthetic images measured for diversity each epoch "
+                                          "(0: off)", lo=0, hi=1_000_000)
+    # the selected method's own typed settings, by section name (not a flag)
+    sections: dict[str, Any] = field(default_factory=dict, metadata={"sections": True})
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no key or section {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every key."""
-        return dataclasses.asdict(self)
+        """Plain dict of every key; each section as a nested dict under its name."""
+        out = {f.name: getattr(self, f.name) for f in config_fields(type(self))}
+        for name, section in self.sections.items():
+            out[name] = dataclasses.asdict(section)
+        return out
+
+
+def config_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of a config dataclass that are settings (not the section map)."""
+    return [f for f in fields(cls) if not f.metadata.get("sections")]
+
+
+def flat_config(d: dict[str, Any]) -> dict[str, Any]:
+    """`{section: {key: v}}` entries flattened to `section.key` (for comparisons and tables)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out
 
 
 def _coerce(name: str, value: Any, typ: Any) -> Any:
@@ -202,7 +170,7 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
 
 def validate(cfg: Any) -> Any:
     """Coerce every field to its type and check ranges and choices; return `cfg`."""
-    for f in fields(cfg):
+    for f in config_fields(type(cfg)):
         v = _coerce(f.name, getattr(cfg, f.name), f.type)
         meta = f.metadata
         if meta.get("choices") and v not in meta["choices"]:
@@ -216,6 +184,8 @@ def validate(cfg: Any) -> Any:
             if hi is not None and v > hi:
                 raise ConfigError(f"config key {f.name!r} must be <= {hi}, got {v}")
         setattr(cfg, f.name, v)
+    for section in getattr(cfg, "sections", {}).values():
+        validate(section)
     return cfg
 
 
@@ -250,31 +220,29 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def key_names(cls: type) -> dict[str, str]:
+    """Every accepted spelling of a key of `cls` (its name and its aliases) -> its name."""
+    names: dict[str, str] = {}
+    for f in config_fields(cls):
+        names[f.name] = f.name
+        for alias in f.metadata.get("aliases", ()):
+            names[alias] = f.name
+    return names
+
+
+def canonical_key(key: Any) -> str:
+    """A key as written in YAML or on the command line, with dashes read as underscores."""
+    return str(key).replace("-", "_")
+
+
 def build_config(cls: type, *layers: dict[str, Any]) -> Any:
     """Instantiate `cls` from its defaults updated by each mapping in turn, then validate."""
-    known = {f.name for f in fields(cls)}
+    known = key_names(cls)
     values: dict[str, Any] = {}
     for layer in layers:
         for k, v in layer.items():
-            k = str(k).replace("-", "_")
+            k = canonical_key(k)
             if k not in known:
                 raise ConfigError(f"unknown config key {k!r}")
-            values[k] = v
+            values[known[k]] = v
     return validate(cls(**values))
-
-
-def method_of(layers: list[dict[str, Any]]) -> str:
-    """The `method` the layers select (the last one that sets it), else the default."""
-    method = DistillConfig.__dataclass_fields__["method"].default
-    for layer in layers:
-        for k, v in layer.items():
-            if str(k).replace("-", "_") == "method":
-                method = v
-    return method
-
-
-def distill_config(*layers: dict[str, Any]) -> DistillConfig:
-    """A DistillConfig from defaults <- the method's own defaults <- each layer in turn."""
-    method = method_of(list(layers))
-    base = METHOD_DEFAULTS.get(method, {}) if isinstance(method, str) else {}
-    return build_config(DistillConfig, base, *layers)

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import _opt
+from ..config import option as _opt
 
 METHODS: tuple[str, ...] = ("finetune", "lwf", "deepinv-replay", "abd", "abd+rgal", "joint")
 
@@ -48,20 +48,26 @@ class IncrementalConfig:
     lr_g: float = _opt(1e-2, "generator Adam learning rate", lo=0, lo_open=True)
     nz: int = _opt(128, "generator latent size", lo=1, hi=65_536)
     ngf: int = _opt(16, "generator width", lo=1, hi=4096)
-    w_ce: float = _opt(1.0, "inversion: CE of the model on its own predictions", lo=0)
-    w_div: float = _opt(1.0, "inversion: class-balance (batch-mean entropy) weight", lo=0)
-    w_bn: float = _opt(1.0, "inversion: BN-statistics weight", lo=0)
-    w_smooth: float = _opt(1.0, "inversion: smoothness (L2 total variation) weight", lo=0)
-    w_tri: float = _opt(0.1, "inversion relation-loss weight (abd+rgal)", lo=0)
+    w_oh: float = _opt(1.0, "inversion: CE of the model on its own predictions (loss_oh)",
+                       lo=0, aliases=("w_ce",))
+    w_balance: float = _opt(1.0, "inversion: class balance, 1 - H(mean softmax) / log K "
+                                 "(loss_balance)", lo=0, aliases=("w_div",))
+    w_bn: float = _opt(1.0, "inversion: BN-statistics weight (loss_bn)", lo=0)
+    w_tv: float = _opt(1.0, "inversion: smoothness, L2 total variation (loss_tv)", lo=0,
+                       aliases=("w_smooth",))
+    w_rel_syn: float = _opt(0.1, "inversion relation-loss weight (loss_rel_syn, abd+rgal)",
+                            lo=0, aliases=("w_tri",))
     relation_direction: str = _opt("paper", "inversion relation direction",
                                    choices=("paper", "code"))
     syn_sampler: str = _opt("focal", "negative sampler in the inversion",
                             choices=("focal", "distance", "random"))
     # training losses
-    mu: float = _opt(10.0, "feature-distillation weight (abd, abd+rgal)", lo=0)
+    w_fkd: float = _opt(10.0, "feature-distillation weight (loss_fkd; abd, abd+rgal)", lo=0,
+                        aliases=("mu",))
     w_kd: float = _opt(1.0, "logit-distillation weight (lwf, deepinv-replay)", lo=0)
     tau: float = _opt(2.0, "logit-distillation temperature", lo=0, lo_open=True)
-    w_stri: float = _opt(1.0, "training relation-loss weight (abd+rgal)", lo=0)
+    w_rel_stu: float = _opt(1.0, "training relation-loss weight (loss_rel_stu, abd+rgal)", lo=0,
+                            aliases=("w_stri",))
     stu_sampler: str = _opt("distance", "negative sampler in training",
                             choices=("focal", "distance", "random"))
     margin: float = _opt(0.2, "triplet margin", lo=0)
@@ -71,6 +77,8 @@ class IncrementalConfig:
                      hi=2**31 - 1)
     device: str = _opt("auto", "auto, cpu, cuda, cuda:1, mps")
     eval_batch_size: int = _opt(1000, "evaluation batch size", lo=1, hi=65_536)
+    precision: str = _opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
+                          choices=("fp32", "bf16", "fp16"))
     progress: bool = _opt(True, "show progress bars")
 
     def to_dict(self) -> dict[str, Any]:

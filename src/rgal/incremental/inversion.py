@@ -1,62 +1,64 @@
-"""ABD's model inversion: a generator trained to produce images a frozen model recognises.
+"""ABD's model inversion on the inversion engine: a generator trained to produce images a
+frozen model recognises, then sampled as replay.
 
-L_G = w_ce CE(f(x), argmax f(x)) + w_div (1 - H(mean softmax) / log K) + w_bn L_bn
-      + w_smooth L_smooth [+ w_tri L_rel], over the K classes the model has seen.
-The optional relation term is RGAL's synthesis loss in its inverse ("paper") direction:
-same-label samples are pushed apart and a focal-sampled other-label sample pulled close.
+L_G = w_oh CE(f(x), argmax f(x)) + w_balance (1 - H(mean softmax) / log K) + w_tv TV(x)
+      + w_bn L_bn [+ w_rel_syn L_rel], over the K classes the model has seen.
+The optional relation term is RGAL's synthesis loss (`RelationTerms`): in the inverse
+("paper") direction same-label samples are pushed apart and a focal-sampled other-label sample
+pulled close.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data.augment import Augment
-from ..losses import BNStatistics, relation_loss
-from ..models.features import FeatureExtractor, freeze
+from ..engine import InversionEngine
+from ..losses import BNStatistics
+from ..losses.priors import class_balance_loss, total_variation
+from ..methods.rgal import RelationTerms
+from ..models.features import FeatureExtractor, Features, freeze
 from ..models.generator import Generator
-
-
-def class_balance_loss(logits: torch.Tensor) -> torch.Tensor:
-    """1 - H(mean softmax) / log K: zero when the batch covers the K classes evenly."""
-    k = logits.shape[1]
-    if k < 2:
-        return torch.zeros((), device=logits.device)
-    p = F.softmax(logits.float(), dim=1).mean(0)
-    return 1.0 + (p * p.clamp_min(1e-12).log()).sum() / math.log(k)
-
-
-def smoothness_loss(x: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference between neighbouring pixels (an L2 total variation)."""
-    return ((x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).mean()
-            + (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).mean())
 
 
 class ModelInversion(nn.Module):
     """Trains a generator against a frozen model and samples labelled replay images from it."""
 
     def __init__(self, model: nn.Module, generator: Generator, augment: Augment, seen: int, *,
-                 steps: int, batch_size: int, lr: float = 1e-3, w_ce: float = 1.0,
-                 w_div: float = 1.0, w_bn: float = 1.0, w_smooth: float = 1.0,
-                 w_tri: float = 0.0, sampler: str = "focal", margin: float = 0.2,
-                 inverse: bool = True, progress: bool = False) -> None:
+                 steps: int, batch_size: int, lr: float = 1e-3, w_oh: float = 1.0,
+                 w_balance: float = 1.0, w_bn: float = 1.0, w_tv: float = 1.0,
+                 w_rel_syn: float = 0.0, relations: RelationTerms | None = None,
+                 progress: bool = False) -> None:
         super().__init__()
         self.model = freeze(model)
         self.extractor = FeatureExtractor(model)
         self.generator, self.augment, self.seen = generator, augment, seen
         self.steps, self.batch_size, self.lr = steps, batch_size, lr
-        self.w_ce, self.w_div, self.w_bn, self.w_smooth = w_ce, w_div, w_bn, w_smooth
-        self.w_tri, self.sampler, self.margin, self.inverse = w_tri, sampler, margin, inverse
+        self.weights = {"loss_oh": w_oh, "loss_balance": w_balance, "loss_tv": w_tv,
+                        "loss_bn": w_bn, "loss_rel_syn": w_rel_syn}
+        self.relations = relations or RelationTerms()
         self.progress = progress
+        self._bn: BNStatistics | None = None
 
     def train(self, mode: bool = True) -> ModelInversion:
         super().train(mode)
         self.model.eval()  # the inverted model stays frozen whatever train() says
         return self
+
+    def _terms(self, x: torch.Tensor, v: torch.Tensor, y: None, f: Features,
+               s: None) -> dict[str, torch.Tensor]:
+        w = self.weights
+        logits = f.logits[:, :self.seen]
+        terms = {"loss_oh": F.cross_entropy(logits, logits.argmax(1)),
+                 "loss_balance": class_balance_loss(logits, normalized=True),
+                 "loss_tv": total_variation(x)}
+        if self._bn is not None:
+            terms["loss_bn"] = self._bn.loss()
+        if w["loss_rel_syn"] > 0:
+            terms["loss_rel_syn"] = self.relations.synthesis(f, logits.argmax(1), logits)
+        return terms
 
     def fit(self) -> dict[str, float]:
         """Train the generator for `steps` steps (fresh latents each step); mean losses."""
@@ -64,39 +66,21 @@ class ModelInversion(nn.Module):
         self.generator.reinit()
         self.generator.train()
         self.model.eval()
-        bn = BNStatistics(self.model) if self.w_bn > 0 else None
+        self._bn = BNStatistics(self.model) if self.weights["loss_bn"] > 0 else None
         opt = torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=(0.5, 0.999))
-        sums: dict[str, float] = {}
+        engine = InversionEngine(self.extractor, view=self.augment, bn=self._bn,
+                                 progress=self.progress, name="inversion")
+        nz = self.generator.nz
         try:
-            for _ in tqdm(range(self.steps), desc="inversion", leave=False,
-                          disable=not self.progress):
-                z = torch.randn(self.batch_size, self.generator.nz, device=device)
-                x = self.generator(z)
-                f = self.extractor(self.augment(x))
-                logits = f.logits[:, :self.seen]
-                terms = {"inv_ce": F.cross_entropy(logits, logits.argmax(1)),
-                         "inv_div": class_balance_loss(logits),
-                         "inv_smooth": smoothness_loss(x)}
-                if bn is not None:
-                    terms["inv_bn"] = bn.loss()
-                if self.w_tri > 0:
-                    emb = f.stages[-1] if f.stages else f.feature
-                    terms["inv_rel"] = relation_loss(emb, logits.argmax(1), logits,
-                                                     sampler=self.sampler, margin=self.margin,
-                                                     inverse=self.inverse)
-                loss = (self.w_ce * terms["inv_ce"] + self.w_div * terms["inv_div"]
-                        + self.w_smooth * terms["inv_smooth"]
-                        + self.w_bn * terms.get("inv_bn", 0.0)
-                        + self.w_tri * terms.get("inv_rel", 0.0))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+            result = engine.phase(
+                self.steps,
+                lambda: (self.generator(torch.randn(self.batch_size, nz, device=device)), None),
+                self._terms, self.weights, opt, keep_best=False)
         finally:
-            if bn is not None:
-                bn.remove()
-        return {k: v / self.steps for k, v in sums.items()}
+            if self._bn is not None:
+                self._bn.remove()
+            self._bn = None
+        return result.losses
 
     @torch.no_grad()
     def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:

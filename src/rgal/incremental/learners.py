@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import kd_loss, relation_loss
+from ..losses import kd_loss
+from ..methods.rgal import RelationTerms
 from ..models.features import FeatureExtractor, freeze
 
 
@@ -37,7 +38,10 @@ def class_balance_weights(labels: torch.Tensor, num_classes: int) -> torch.Tenso
 
 
 class Learner(nn.Module):
-    """Base: the model being trained, its feature access, and the per-task context."""
+    """Base: the model being trained, its feature access, and the per-task context.
+
+    `losses` returns the step's named terms already scaled by their weights (`w_<term>`).
+    """
 
     name = "base"
     uses_replay = False  # needs images inverted from the previous model
@@ -147,7 +151,7 @@ class ABD(Learner):
             old_feature = ctx.old(xa).feature
             target = self.old_head(old_feature)[:, :ctx.first]
         pred = self.old_head(f.feature)[:, :ctx.first]
-        out["loss_fkd"] = self.hp["mu"] * (pred - target).pow(2).sum(1).mean() / ctx.first
+        out["loss_fkd"] = self.hp["w_fkd"] * (pred - target).pow(2).sum(1).mean() / ctx.first
         self._last = (f, ya)
         return out
 
@@ -157,13 +161,17 @@ class ABDRGAL(ABD):
 
     name = "abd+rgal"
 
+    def __init__(self, model: nn.Module, **hp: Any) -> None:
+        super().__init__(model, **hp)
+        self.relations = RelationTerms(stu_sampler=hp.get("stu_sampler", "distance"),
+                                       margin=hp.get("margin", 0.2))
+
     def losses(self, x, y, xs, ys):
         out = super().losses(x, y, xs, ys)
-        if xs is not None and self.hp["w_stri"] > 0:
+        if xs is not None and self.hp["w_rel_stu"] > 0:
             f, ya = self._last
-            out["loss_rel"] = self.hp["w_stri"] * relation_loss(
-                f.feature, ya, f.logits[:, :self.ctx.seen], sampler=self.hp["stu_sampler"],
-                margin=self.hp["margin"])
+            out["loss_rel_stu"] = self.hp["w_rel_stu"] * self.relations.student(
+                f, ya, f.logits[:, :self.ctx.seen])
         return out
 
 

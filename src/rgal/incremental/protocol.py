@@ -84,18 +84,51 @@ class TaskStream:
     def batches(self, task: int, batch_size: int, steps: int, generator: torch.Generator,
                 include_past: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """`steps` shuffled batches (uint8 images, labels) of the current task's real data."""
-        self.start_task(task)
-        idx = self.task_indices(task, include_past)
-        perm = idx[torch.randperm(len(idx), generator=generator)]
-        pos = 0
+        batches = TaskBatches(self, task, batch_size, generator, include_past)
         for _ in range(steps):
-            if pos + batch_size > len(perm):
-                perm, pos = idx[torch.randperm(len(idx), generator=generator)], 0
-            take = perm[pos:pos + batch_size]
-            pos += batch_size
-            y = self.labels[take]
-            self.check_batch(y, include_past)
-            yield self.images[take], y
+            yield batches.next()
+
+
+class TaskBatches:
+    """Shuffled batches of one task's real images, reshuffled whenever the task runs out.
+
+    Its position (the permutation and the offset in it) is part of a checkpoint, so that a
+    task resumed mid-way draws the same batches as one that never stopped.
+    """
+
+    def __init__(self, stream: TaskStream, task: int, batch_size: int,
+                 generator: torch.Generator, include_past: bool = False) -> None:
+        self.stream, self.task, self.batch_size = stream, task, batch_size
+        self.generator, self.include_past = generator, include_past
+        self.perm: torch.Tensor | None = None
+        self.pos = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch (uint8 images, labels), checked against the protocol."""
+        stream = self.stream
+        if self.perm is None:
+            stream.start_task(self.task)
+            self._shuffle()
+        if self.pos + self.batch_size > len(self.perm):
+            self._shuffle()
+        take = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        y = stream.labels[take]
+        stream.check_batch(y, self.include_past)
+        return stream.images[take], y
+
+    def _shuffle(self) -> None:
+        idx = self.stream.task_indices(self.task, self.include_past)
+        self.perm = idx[torch.randperm(len(idx), generator=self.generator)]
+        self.pos = 0
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm, self.pos = state["perm"], state["pos"]
+        if self.perm is not None:
+            self.stream.start_task(self.task)
 
 
 def relabel(data: ImageTensors, split: Sequence[Sequence[int]]) -> ImageTensors:

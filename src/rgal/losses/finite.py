@@ -8,12 +8,14 @@ import torch
 class NonFiniteLoss(RuntimeError):
     """A loss term became NaN or infinite; names the term, the phase, the step and the epoch."""
 
-    def __init__(self, term: str, phase: str, step: int, epoch: int | None = None) -> None:
+    def __init__(self, term: str, phase: str, step: int, epoch: int | None = None,
+                 unit: str = "epoch") -> None:
         super().__init__(term, phase, step, epoch)
         self.term, self.phase, self.step, self.epoch = term, phase, step, epoch
+        self.unit = unit
 
     def __str__(self) -> str:
-        where = f"epoch {self.epoch}, " if self.epoch is not None else ""
+        where = f"{self.unit} {self.epoch}, " if self.epoch is not None else ""
         return f"{self.term} is not finite ({where}{self.phase} step {self.step})"
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of neighbouring pixels (DeepInversion's smoothness prior)."""
+    """Mean squared difference of neighbouring pixels (an L2 smoothness prior)."""
     dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).mean()
     dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).mean()
     return dh + dw
@@ -24,10 +26,18 @@ def mean_prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p.clamp_min(1e-12))).sum()
 
 
-def class_balance_loss(logits: torch.Tensor) -> torch.Tensor:
-    """log(K) - H(mean prediction): zero for a perfectly balanced batch (DAFL/DFQ)."""
-    k = torch.tensor(float(logits.shape[1]), device=logits.device)
-    return torch.log(k) - mean_prediction_entropy(logits)
+def class_balance_loss(logits: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    """How far the batch-averaged prediction is from uniform over the K classes.
+
+    log K - H(mean prediction) in nats (DAFL, DFQ), or with `normalized` 1 - H / log K, which
+    lies in [0, 1] whatever K (ABD). Zero for a perfectly balanced batch.
+    """
+    k = logits.shape[1]
+    if normalized:
+        if k < 2:
+            return torch.zeros((), device=logits.device)
+        return 1.0 - mean_prediction_entropy(logits) / math.log(k)
+    return torch.log(torch.tensor(float(k), device=logits.device)) - mean_prediction_entropy(logits)
 
 
 def attention_map(fmap: torch.Tensor) -> torch.Tensor:

@@ -107,3 +107,11 @@ def num_stage_channels(model: nn.Module, extractor: FeatureExtractor, in_shape: 
         f = extractor(torch.zeros(2, *in_shape, device=device))
     model.train(was_training)
     return [s.shape[1] for s in f.stages], f.feature.shape[1]
+
+
+def paired_stages(n_student: int, n_teacher: int, start: int = 0) -> tuple[list[int], list[int]]:
+    """Stage indices matched between two models: the last min(n_s, n_t) stages, from pair
+    `start` on (student indices, teacher indices)."""
+    n = min(n_student, n_teacher)
+    pairs = [(n_student - n + i, n_teacher - n + i) for i in range(start, n)]
+    return [s for s, _ in pairs], [t for _, t in pairs]

@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import BUILTIN_TEACHER, ConfigError, _opt, build_config
+from ..config import BUILTIN_TEACHER, ConfigError, build_config
+from ..config import option as _opt
 
 METHODS = ("ptq-noise", "ptq-real", "gdfq", "gdfq+rgal")
 
@@ -45,19 +46,23 @@ class QuantizeConfig:
     ngf: int = _opt(32, "generator width", lo=1, hi=4096)
     augment: bool = _opt(True, "random crop/flip of the synthetic images")
     # generator losses
-    w_ce_g: float = _opt(1.0, "generator: weight of the teacher cross entropy", lo=0)
-    w_bn: float = _opt(0.1, "generator: weight of the BN-statistics loss", lo=0)
-    w_tri: float = _opt(0.1, "generator: weight of RGAL's synthesis relation loss (gdfq+rgal)",
-                        lo=0)
+    w_oh: float = _opt(1.0, "generator: weight of the teacher's cross entropy on the "
+                            "generator's labels (loss_oh)", lo=0, aliases=("w_ce_g",))
+    w_bn: float = _opt(0.1, "generator: weight of the BN-statistics loss (loss_bn)", lo=0)
+    w_rel_syn: float = _opt(0.1, "generator: weight of RGAL's synthesis relation loss "
+                                 "(loss_rel_syn, gdfq+rgal)", lo=0, aliases=("w_tri",))
     relation_direction: str = _opt("paper", "synthesis relation direction",
                                    choices=("paper", "code"))
     syn_sampler: str = _opt("focal", "negative sampler of the synthesis relation loss",
                             choices=("focal", "distance", "random"))
     # quantized-model losses
     tau: float = _opt(4.0, "KD temperature", lo=0, lo_open=True)
-    w_kd: float = _opt(1.0, "weight of the KD loss from the full-precision model", lo=0)
-    w_ce: float = _opt(1.0, "weight of the cross entropy on the generator's labels", lo=0)
-    w_stri: float = _opt(0.1, "weight of the student-phase relation loss (gdfq+rgal)", lo=0)
+    w_kd: float = _opt(1.0, "weight of the KD loss from the full-precision model (loss_kd)",
+                       lo=0)
+    w_ce: float = _opt(1.0, "weight of the cross entropy on the generator's labels (loss_ce)",
+                       lo=0)
+    w_rel_stu: float = _opt(0.1, "weight of the student-phase relation loss (loss_rel_stu, "
+                                 "gdfq+rgal)", lo=0, aliases=("w_stri",))
     stu_sampler: str = _opt("distance", "negative sampler of the student-phase relation loss",
                             choices=("focal", "distance", "random"))
     margin: float = _opt(0.2, "triplet margin", lo=0)
@@ -65,6 +70,8 @@ class QuantizeConfig:
     out: str = _opt("runs/quantize", "output folder")
     seed: int = _opt(0, "random seed", lo=0, hi=2**31 - 1)
     device: str = _opt("auto", "auto, cpu, cuda, cuda:1, mps")
+    precision: str = _opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
+                          choices=("fp32", "bf16", "fp16"))
     eval_batch_size: int = _opt(1000, "evaluation batch size", lo=1, hi=65_536)
     holdout: int = _opt(0, "evaluate on the last N training images instead of the test set "
                         "(for choosing settings); ptq-real then calibrates before them", lo=0)

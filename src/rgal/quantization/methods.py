@@ -1,33 +1,43 @@
-"""The quantization methods: calibration-only baselines and GDFQ with optional RGAL losses."""
+"""The quantization methods: calibration-only baselines, and GDFQ (with optional RGAL losses)
+as a job on the training loop whose generator steps run on the inversion engine."""
 
 from __future__ import annotations
 
-import json
+import copy
 import time
 from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..amp import Precision, optimizer_options
 from ..data.augment import Augment
 from ..data.datasets import DatasetInfo, ImageTensors
-from ..losses import BNStatistics, kd_loss, relation_loss
-from ..models.features import FeatureExtractor, freeze
+from ..engine import CHECKPOINT, InversionEngine, Job, RunFolder, TrainingLoop, frozen
+from ..engine.evaluate import evaluate
+from ..engine.inversion import weighted_sum
+from ..engine.report import save_grid
+from ..losses import BNStatistics, kd_loss
+from ..methods.rgal import RelationTerms
+from ..models.features import FeatureExtractor, Features, freeze
 from ..models.weights import save_weights
-from ..synthesis.base import frozen_student
-from ..train.evaluate import evaluate
-from ..train.report import save_grid
 from ..utils import seed_everything
 from .config import QuantizeConfig
 from .generator import ConditionalGenerator
 from .quantizer import QuantizedModel
 
 QUANT_OUTPUTS = ("summary.json", "metrics.jsonl", "quantized_fakequant.safetensors",
-                 "quantized_int.safetensors", "synthetic.png")
+                 "quantized_int.safetensors", "synthetic.png", CHECKPOINT)
+
+
+def quantize_folder(out: str | None) -> RunFolder:
+    """The folder of a quantization run (writes nothing when `out` is None)."""
+    return RunFolder(out, QUANT_OUTPUTS)
 
 
 @dataclass
@@ -37,10 +47,15 @@ class QuantizeSetup:
     cfg: QuantizeConfig
     info: DatasetInfo
     model: nn.Module
-    eval_data: ImageTensors
+    eval_data: ImageTensors | None
     calib_data: ImageTensors | None
     device: torch.device
-    out: Path
+    folder: RunFolder
+    resume_state: dict | None = None
+
+    @property
+    def out(self):
+        return self.folder.path
 
 
 def quantized_extractor(q: QuantizedModel, model: nn.Module) -> FeatureExtractor:
@@ -76,130 +91,195 @@ def real_batches(cfg: QuantizeConfig, data: ImageTensors, normalize: nn.Module,
         yield normalize(data.images[idx[i:i + cfg.batch_size]].to(device).float().div(255))
 
 
-def train_gdfq(cfg: QuantizeConfig, info: DatasetInfo, teacher: nn.Module, q: QuantizedModel,
-               augment: Augment, device: torch.device, metrics_path: Path,
-               log: Callable[[str], None]) -> ConditionalGenerator:
-    """GDFQ (and GDFQ+RGAL): generator warm-up with range calibration, then joint training."""
-    rgal = cfg.method == "gdfq+rgal"
-    gen = ConditionalGenerator(info.num_classes, cfg.nz, cfg.ngf, info.image_size,
-                               info.channels).to(device)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
-    opt_q = torch.optim.SGD(q.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-                            weight_decay=cfg.weight_decay)
-    tune_steps = (cfg.epochs - cfg.warmup_epochs) * cfg.iters
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_q, T_max=tune_steps)
-    t_ext = FeatureExtractor(teacher)
-    q_ext = quantized_extractor(q, teacher)
-    bn_stats = BNStatistics(teacher)
-    normalize = augment.normalize
-    q.eval()  # BN keeps the full-precision running statistics; its affine terms are tuned
-    with torch.no_grad(), q.calibration(True):  # create the activation quantizers
-        q(normalize(gen.sample(cfg.batch_size, device)[0]))
-    bar = tqdm(total=cfg.epochs * cfg.iters, desc=cfg.method, disable=not cfg.progress)
-    t_start = time.time()
-    for epoch in range(cfg.epochs):
-        warm = epoch < cfg.warmup_epochs
-        sums: dict[str, float] = {}
-        for _ in range(cfg.iters):
-            x, y = gen.sample(cfg.batch_size, device)
-            v = augment(x) if cfg.augment else normalize(x)
-            # generator step
-            t = t_ext(v)
-            terms = {"g_ce": F.cross_entropy(t.logits, y), "g_bn": bn_stats.loss()}
-            loss_g = cfg.w_ce_g * terms["g_ce"] + cfg.w_bn * terms["g_bn"]
-            if rgal and cfg.w_tri > 0:
-                with frozen_student(q), q.calibration(False):
-                    s = q_ext(v)
-                emb = s.stages[-1] if s.stages else s.feature
-                terms["g_rel"] = relation_loss(emb, t.logits.argmax(1), t.logits,
-                                               sampler=cfg.syn_sampler, margin=cfg.margin,
-                                               inverse=cfg.relation_direction == "paper")
-                loss_g = loss_g + cfg.w_tri * terms["g_rel"]
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            v, t_logits = v.detach(), t.logits.detach()
-            if warm:
-                with torch.no_grad(), q.calibration(True):
-                    q(v)
-            else:
-                s = q_ext(v)
-                terms["q_kd"] = kd_loss(s.logits, t_logits, cfg.tau)
-                terms["q_ce"] = F.cross_entropy(s.logits, y)
-                loss_q = cfg.w_kd * terms["q_kd"] + cfg.w_ce * terms["q_ce"]
-                if rgal and cfg.w_stri > 0:
-                    terms["q_rel"] = relation_loss(s.feature, t_logits.argmax(1), s.logits,
-                                                   sampler=cfg.stu_sampler, margin=cfg.margin)
-                    loss_q = loss_q + cfg.w_stri * terms["q_rel"]
-                terms["q_agree"] = (s.logits.argmax(1) == t_logits.argmax(1)).float().mean()
-                opt_q.zero_grad(set_to_none=True)
-                loss_q.backward()
-                opt_q.step()
-                sched.step()
-            for k, val in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(val.detach())
-            bar.update(1)
-        if epoch == cfg.warmup_epochs - 1:
-            q.freeze_ranges()
-        record = {"epoch": epoch + 1, "phase": "warm-up" if warm else "fine-tune",
-                  **{k: v / cfg.iters for k, v in sums.items()},
-                  "lr": opt_q.param_groups[0]["lr"], "elapsed_s": time.time() - t_start}
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        bar.set_postfix({k: f"{record[k]:.3f}" for k in ("g_ce", "q_kd", "q_agree")
-                         if k in record})
-    bar.close()
-    bn_stats.remove()
-    t_ext.remove()
-    q_ext.remove()
-    return gen
+class GDFQJob(Job):
+    """GDFQ (and GDFQ+RGAL) on the training loop.
+
+    Each iteration: one generator step (the teacher's cross entropy on the generator's labels
+    + BN statistics, + RGAL's synthesis relation loss on the quantized model's features), then
+    one step of the quantized model on the same images (temperature KD from the full-precision
+    model + cross entropy, + RGAL's student relation loss). During the warm-up epochs only the
+    generator trains, while the activation ranges calibrate on its images; they are frozen
+    at the end of the warm-up.
+    """
+
+    name = "quantize"
+    step_name = "iteration"
+    watch_name = "quantization"
+    timing_names = ("setup_s", "train_s", "eval_s")
+
+    def __init__(self, cfg: QuantizeConfig, info: DatasetInfo, teacher: nn.Module,
+                 q: QuantizedModel, augment: Augment, device: torch.device) -> None:
+        self.cfg, self.info, self.device = cfg, info, device
+        self.epochs = cfg.epochs
+        self.q, self.augment = q, augment
+        self.rgal = cfg.method == "gdfq+rgal"
+        self.gen = ConditionalGenerator(info.num_classes, cfg.nz, cfg.ngf, info.image_size,
+                                        info.channels).to(device)
+        opt = optimizer_options("default")
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999),
+                                      **opt)
+        self.opt_q = torch.optim.SGD(q.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                     nesterov=True, weight_decay=cfg.weight_decay)
+        tune_steps = (cfg.epochs - cfg.warmup_epochs) * cfg.iters
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_q, T_max=tune_steps)
+        self.t_ext = FeatureExtractor(teacher)
+        self.q_ext = quantized_extractor(q, teacher)
+        self.precision = Precision(cfg.precision, device)
+        self.relations = RelationTerms(direction=cfg.relation_direction,
+                                       syn_sampler=cfg.syn_sampler, stu_sampler=cfg.stu_sampler,
+                                       margin=cfg.margin)
+        view = augment if cfg.augment else augment.normalize
+        self.engine = InversionEngine(self.t_ext, view=view, student=self.q_ext,
+                                      bn=BNStatistics(teacher), precision=self.precision,
+                                      student_context=self._quantized_frozen)
+        q.eval()  # BN keeps the full-precision running statistics; its affine terms are tuned
+        with torch.no_grad(), q.calibration(True):  # create the activation quantizers
+            q(augment.normalize(self.gen.sample(cfg.batch_size, device)[0]))
+
+    @contextmanager
+    def _quantized_frozen(self):
+        with ExitStack() as stack:
+            stack.enter_context(frozen(self.q))
+            stack.enter_context(self.q.calibration(False))
+            yield
+
+    def close(self) -> None:
+        """Detach every hook this job placed."""
+        self.engine.bn.remove()
+        self.t_ext.remove()
+        self.q_ext.remove()
+
+    def warm(self, epoch: int) -> bool:
+        """Epochs 1..warmup_epochs train only the generator."""
+        return epoch <= self.cfg.warmup_epochs
+
+    def steps(self, epoch: int) -> int:
+        return self.cfg.iters
+
+    def _generator_terms(self, x: torch.Tensor, v: torch.Tensor, y: torch.Tensor, t: Features,
+                         s: Features | None) -> dict[str, torch.Tensor]:
+        terms = {"loss_oh": F.cross_entropy(t.logits, y), "loss_bn": self.engine.bn.loss()}
+        if s is not None:
+            terms["loss_rel_syn"] = self.relations.synthesis(s, t.logits.argmax(1), t.logits)
+        return terms
+
+    def step(self, epoch: int, step: int, prelude: dict[str, Any]) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        g = self.engine.step(lambda: self.gen.sample(cfg.batch_size, self.device),
+                             self._generator_terms,
+                             {"loss_oh": cfg.w_oh, "loss_bn": cfg.w_bn,
+                              "loss_rel_syn": cfg.w_rel_syn},
+                             self.opt_g, use_student=self.rgal and cfg.w_rel_syn > 0)
+        terms = {k: v.detach() for k, v in g.terms.items()}
+        v, t_logits, y = g.v.detach(), g.t.logits.detach(), g.y
+        if self.warm(epoch):
+            with torch.no_grad(), self.q.calibration(True):
+                self.q(v)
+            return terms
+        with self.precision.autocast():
+            s = self.q_ext(v)
+            q_terms = {"loss_kd": kd_loss(s.logits, t_logits, cfg.tau),
+                       "loss_ce": F.cross_entropy(s.logits, y)}
+            if self.rgal and cfg.w_rel_stu > 0:
+                q_terms["loss_rel_stu"] = self.relations.student(s, t_logits.argmax(1), s.logits)
+            loss_q = weighted_sum(q_terms, {"loss_kd": cfg.w_kd, "loss_ce": cfg.w_ce,
+                                            "loss_rel_stu": cfg.w_rel_stu})
+        self.opt_q.zero_grad(set_to_none=True)
+        self.precision.step(loss_q, self.opt_q)
+        self.sched.step()
+        terms.update({k: v.detach() for k, v in q_terms.items()})
+        terms["agree"] = (s.logits.argmax(1) == t_logits.argmax(1)).float().mean()
+        return terms
+
+    def finish_epoch(self, epoch: int) -> None:
+        if epoch == self.cfg.warmup_epochs:
+            self.q.freeze_ranges()
+
+    def end_epoch(self, epoch: int, prelude: dict[str, Any], means: dict[str, float],
+                  timings: dict[str, float]) -> dict[str, Any]:
+        return {"epoch": epoch, "phase": "warm-up" if self.warm(epoch) else "fine-tune",
+                **means, "lr": self.opt_q.param_groups[0]["lr"], **timings, "eval_s": 0.0}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.gen.state_dict(), "quantized": self.q.state_dict(),
+                "calibrating": self.q._calibrating, "opt_g": self.opt_g.state_dict(),
+                "opt_q": self.opt_q.state_dict(), "sched": self.sched.state_dict(),
+                "precision": self.precision.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.load_state_dict(state["generator"])
+        self.q.load_state_dict(state["quantized"])
+        self.q.set_calibrating(bool(state["calibrating"]))
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_q.load_state_dict(state["opt_q"])
+        self.sched.load_state_dict(state["sched"])
+        self.precision.scaler.load_state_dict(state["precision"])
 
 
 def run_quantization(setup: QuantizeSetup, log: Callable[[str], None] = tqdm.write) -> dict:
-    """Quantize, calibrate or fine-tune, evaluate, write the outputs; return the summary."""
-    cfg, info, device, out = setup.cfg, setup.info, setup.device, setup.out
+    """Quantize, calibrate or fine-tune, evaluate, write the outputs; return the summary.
+
+    The summary also holds the quantized model under `_model` (not written to summary.json).
+    """
+    cfg, info, device, folder = setup.cfg, setup.info, setup.device, setup.folder
     t_start = time.time()
     seed_everything(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in QUANT_OUTPUTS:
-        (out / name).unlink(missing_ok=True)
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.write_text("")
     teacher = freeze(setup.model.to(device))
     augment = Augment(info.mean, info.std, info.crop_padding, info.hflip).to(device)
     normalize = augment.normalize
     split = f"train[-{cfg.holdout}:]" if cfg.holdout else "test"
-    fp_acc = evaluate(teacher, setup.eval_data, normalize, cfg.eval_batch_size)
-    log(f"full precision {cfg.model}: {fp_acc:.2f}% on {info.name} {split}")
+    fp_acc = None
+    if setup.eval_data is not None:
+        fp_acc = evaluate(teacher, setup.eval_data, normalize, cfg.eval_batch_size)
+        log(f"full precision {cfg.model}: {fp_acc:.2f}% on {info.name} {split}")
     q = QuantizedModel(teacher, cfg.wbits, cfg.abits, cfg.keep_first_last_8bit,
                        cfg.act_momentum).to(device)
     t0 = time.time()
+    history: list[dict[str, Any]] = []
     if cfg.method == "ptq-noise":
+        folder.clear()
         batches = list(noise_batches(cfg, info, device))
         calibrate(q, batches)
         shown = (batches[0] * normalize.std + normalize.mean).clamp(0, 1)
         shown_labels = torch.zeros(len(shown), dtype=torch.long)
     elif cfg.method == "ptq-real":
+        folder.clear()
         batches = list(real_batches(cfg, setup.calib_data, normalize, device))
         calibrate(q, batches)
         shown = batches[0] * normalize.std + normalize.mean
         with torch.no_grad():
             shown_labels = teacher(batches[0]).argmax(1)
     else:
-        gen = train_gdfq(cfg, info, teacher, q, augment, device, metrics_path, log)
+        job = GDFQJob(cfg, info, teacher, q, augment, device)
+        loop = TrainingLoop(job, folder, config=cfg.to_dict(), progress=cfg.progress,
+                            seed=cfg.seed, log=log)
+        if setup.resume_state is not None:
+            loop.load(setup.resume_state)
+            setup.resume_state = None
+            log(f"resuming {folder.path} from {loop.where()}")
+        else:
+            folder.clear()
+        history = loop.run()
+        job.close()
+        gen = job.gen
         gen.eval()
         with torch.no_grad():
             y = torch.arange(info.num_classes, device=device).repeat_interleave(8)
             shown = gen(torch.randn(len(y), cfg.nz, device=device), y)
             shown_labels = y
     train_s = time.time() - t0
-    quant_acc = evaluate(q, setup.eval_data, normalize, cfg.eval_batch_size)
     fq = q.fakequant_state_dict()
-    save_weights(fq, out / "quantized_fakequant.safetensors")
-    save_weights(q.integer_state_dict(), out / "quantized_int.safetensors")
-    float_copy = _load_copy(teacher, fq)
-    weights_only_acc = evaluate(float_copy, setup.eval_data, normalize, cfg.eval_batch_size)
-    save_grid(out / "synthetic.png", shown, shown_labels, info.classes)
+    quant_acc = weights_only_acc = None
+    if setup.eval_data is not None:
+        quant_acc = evaluate(q, setup.eval_data, normalize, cfg.eval_batch_size)
+        float_copy = copy.deepcopy(teacher)
+        float_copy.load_state_dict(fq, strict=True)
+        weights_only_acc = evaluate(float_copy, setup.eval_data, normalize,
+                                    cfg.eval_batch_size)
+    if folder:
+        save_weights(fq, folder / "quantized_fakequant.safetensors")
+        save_weights(q.integer_state_dict(), folder / "quantized_int.safetensors")
+        save_grid(folder / "synthetic.png", shown, shown_labels, info.classes)
     summary = {
         "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset, "wbits": cfg.wbits,
         "abits": cfg.abits, "eval_split": split, "fp_acc": fp_acc, "quant_acc": quant_acc,
@@ -208,13 +288,5 @@ def run_quantization(setup: QuantizeSetup, log: Callable[[str], None] = tqdm.wri
         "activation_ranges": q.activation_ranges(), "device": str(device),
         "config": cfg.to_dict(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def _load_copy(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    import copy
-
-    m = copy.deepcopy(model)
-    m.load_state_dict(state, strict=True)
-    return m
+    folder.write_json("summary.json", summary)
+    return {**summary, "_model": q, "_history": history}

@@ -34,10 +34,16 @@ def check_bits(bits: int, what: str = "bits") -> int:
 
 def affine_qparams(lo: torch.Tensor, hi: torch.Tensor,
                    bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale (float32) and zero point (int32) of an asymmetric grid over [min(lo,0), max(hi,0)]."""
+    """Scale (float32) and zero point (int32) of an asymmetric grid over [min(lo,0), max(hi,0)].
+
+    A non-finite range (a diverged model) gets a placeholder grid, so that the non-finite
+    values propagate to the loss, which the training loop reports, instead of failing here.
+    """
     qmax = 2 ** bits - 1
-    lo = lo.detach().float().clamp(max=0.0)
-    hi = hi.detach().float().clamp(min=0.0)
+    lo, hi = lo.detach().float(), hi.detach().float()
+    bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+    lo = torch.where(bad, torch.zeros_like(lo), lo).clamp(max=0.0)
+    hi = torch.where(bad, torch.ones_like(hi), hi).clamp(min=0.0)
     scale = ((hi - lo) / qmax).clamp(min=_EPS)
     zero_point = torch.round(-lo / scale).clamp(0, qmax).to(torch.int32)
     return scale, zero_point
@@ -50,9 +56,13 @@ def weight_qparams(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch
 
 
 def fake_quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """Quantize-dequantize per output channel; the gradient passes straight through."""
+    """Quantize-dequantize per output channel; the gradient passes straight through.
+
+    Non-finite weights stay non-finite (no host sync is spent checking them).
+    """
     scale, zp = weight_qparams(weight, bits)
-    return torch.fake_quantize_per_channel_affine(weight, scale, zp, 0, 0, 2 ** bits - 1)
+    out = torch.fake_quantize_per_channel_affine(weight, scale, zp, 0, 0, 2 ** bits - 1)
+    return torch.where(torch.isfinite(weight), out, weight)
 
 
 def quantize_weight_int(weight: torch.Tensor,
@@ -126,7 +136,8 @@ class ActQuantizer(nn.Module):
         elif not bool(self.initialized):
             raise RuntimeError("activation quantizer used before calibration")
         scale, zp = self.qparams()
-        return torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 2 ** self.bits - 1)
+        out = torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 2 ** self.bits - 1)
+        return torch.where(torch.isfinite(x), out, x)  # a diverged input stays visible
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, range=[{float(self.lo):.4g}, {float(self.hi):.4g}]"

@@ -17,21 +17,20 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..config import METHODS, ConfigError, DistillConfig, distill_config
-from .checkpoint import CHECKPOINT, check_resumable, load_checkpoint
+from ..config import ConfigError, DistillConfig
+from ..engine import CHECKPOINT, check_resumable, load_checkpoint
+from ..methods import distill_config, get_method, list_ablations, list_methods
 
-# RGAL ablations, addressable by name; any entry may also be written `method:key=value;...`.
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "rgal-code": {"method": "rgal", "relation_direction": "code"},
-    "rgal-distance-syn": {"method": "rgal", "syn_sampler": "distance"},
-    "rgal-random-syn": {"method": "rgal", "syn_sampler": "random"},
-    "rgal-no-syn-rel": {"method": "rgal", "w_tri": 0.0},
-    "rgal-no-stu-rel": {"method": "rgal", "w_stri": 0.0},
-    "rgal-no-pairs": {"method": "rgal", "pair_sampling": False},
-}
-DATA_FREE = ("rgal", "deepinv", "dafl", "zskt", "dfad", "dfq", "cmi", "fast", "cmi+rgal",
-             "fast+rgal")
-DEFAULT_SUITE = (*DATA_FREE, "kd-real", "scratch", *ABLATIONS)
+
+def default_suite() -> tuple[str, ...]:
+    """Every registered method of the suite (data-free first, then references), then the
+    ablations the methods declare."""
+    methods = [m for m in list_methods() if get_method(m).in_suite]
+    data_free = [m for m in methods if get_method(m).source != "real"]
+    real = [m for m in methods if get_method(m).source == "real"]
+    return (*data_free, *real, *list_ablations())
+
+
 # The default budget: the whole suite with 2 seeds in about an hour on a 2-core CPU.
 # Generator steps stay each method's own (Fast's few inner steps are its point).
 DEFAULT_BUDGET: dict[str, Any] = {"epochs": 8, "kd_steps": 50}
@@ -44,12 +43,13 @@ def parse_entry(entry: str) -> dict[str, Any]:
     """`rgal`, an ablation name, or `method:key=value;key=value` -> config overrides."""
     from ..config import parse_set
 
-    if entry in ABLATIONS:
-        return dict(ABLATIONS[entry])
+    ablations = list_ablations()
+    if entry in ablations:
+        return dict(ablations[entry])
     method, _, rest = entry.partition(":")
-    if method not in METHODS:
-        raise ConfigError(f"unknown bench entry {entry!r}; methods: {', '.join(METHODS)}; "
-                          f"ablations: {', '.join(ABLATIONS)}")
+    if method not in list_methods():
+        raise ConfigError(f"unknown bench entry {entry!r}; methods: {', '.join(list_methods())}"
+                          f"; ablations: {', '.join(ablations)}")
     overrides = parse_set([kv for kv in rest.split(";") if kv]) if rest else {}
     return {"method": method, **overrides}
 
@@ -65,8 +65,9 @@ def plan_runs(entries: list[str], seeds: list[int], out: Path,
         for seed in seeds:
             safe = "".join(c if c.isalnum() or c in "+-_." else "_" for c in entry)
             run_dir = out / "runs" / safe / f"seed{seed}"
-            cfg = distill_config(*layers, overrides, {"seed": seed, "out": str(run_dir),
-                                                      "progress": False})
+            own = {"seed": seed, "out": str(run_dir), "progress": False}
+            distill_config(overrides, own)  # an entry's own keys must all mean something
+            cfg = distill_config(*layers, overrides, own, lenient=True)
             runs.append((entry, seed, cfg))
     return runs
 
@@ -206,7 +207,7 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def _plots(rows: list[dict[str, Any]], out: Path) -> None:
-    from .report import plot_curves
+    from ..engine.report import plot_curves
 
     by_epoch, by_time = {}, {}
     for method, rs in _grouped(rows).items():

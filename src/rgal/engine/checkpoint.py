@@ -7,19 +7,19 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..config import ConfigError, flat_config
 from ..models.weights import safe_torch_load
 from ..utils import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Keys that may differ between a checkpoint and its resumption without changing the results.
 RESUME_FREE_KEYS = frozenset({"progress", "device", "download", "data_root", "eval_batch_size",
-                              "out"})
+                              "out", "tensorboard"})
 # Keys that define the shapes of the saved state: never changeable on resume.
 STRUCTURAL_KEYS = frozenset({"dataset", "teacher", "teacher_weights", "student", "method", "nz",
-                             "ngf"})
+                             "ngf", "model", "weights", "tasks", "wbits", "abits"})
 
 
 class CheckpointError(ConfigError):
@@ -46,7 +46,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Keys whose values differ between two configs, ignoring keys that cannot change results."""
+    """Keys whose values differ between two configs, ignoring keys that cannot change results.
+
+    Method sections are compared key by key (`rgal.w_rel_syn`).
+    """
+    saved, current = flat_config(saved), flat_config(current)
     keys = sorted((set(saved) | set(current)) - RESUME_FREE_KEYS)
     return [k for k in keys if saved.get(k) != current.get(k)]
 
@@ -55,6 +59,7 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any],
                     allow_change: bool, path: Path) -> list[str]:
     """Refuse a resume whose config differs from the checkpoint's (unless allowed); return diffs."""
     diff = config_differences(saved, current)
+    saved, current = flat_config(saved), flat_config(current)
     structural = [k for k in diff if k in STRUCTURAL_KEYS]
     if structural:
         raise CheckpointError(

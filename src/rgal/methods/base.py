@@ -1,0 +1,295 @@
+"""What a data-free distillation method is: its settings, its synthesis and its student step.
+
+A method is a small class (one file each, registered by name) that names the loss terms of
+its synthesis step and of its student step, unweighted, with the weights that scale them; the
+engines (`rgal.engine`) run the steps and the loop. Three families differ in where the
+student's images come from:
+
+- `InversionMethod` (*pool*): every epoch a synthesis phase optimises a generator (or the
+  pixels) against the teacher; the lowest-loss batch joins a growing pool;
+- `OnlineMethod` (*online*): a persistent generator takes one step every few student steps
+  and is sampled afresh for every student batch;
+- `RealDataMethod` (*real*): the real training set (the references kd-real and scratch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..amp import Precision, optimizer_options
+from ..config import DistillConfig
+from ..data.augment import Augment
+from ..data.datasets import DatasetInfo
+from ..engine.inversion import InversionEngine, PhaseResult
+from ..losses import BNStatistics, adversarial_loss, kd_loss
+from ..models.features import FeatureExtractor, Features, freeze
+from ..models.generator import Generator
+
+Terms = dict[str, torch.Tensor]
+
+
+@dataclass
+class MethodContext:
+    """What a method is built from: the run's config, frozen teacher, student and their shapes.
+
+    `batch_size` and `synthesis_batch_size` are this process's shares under torchrun.
+    """
+
+    cfg: DistillConfig
+    teacher: FeatureExtractor
+    student: FeatureExtractor
+    augment: Augment
+    info: DatasetInfo
+    device: torch.device
+    teacher_channels: list[int]
+    student_channels: list[int]
+    feature_dim: int
+    batch_size: int
+    synthesis_batch_size: int
+
+
+class Method(nn.Module):
+    """Base of every method. Holds the frozen teacher (kept in eval mode whatever `train()`
+    says) and the student, and gives the plain KD student step."""
+
+    name: ClassVar[str] = ""
+    source: ClassVar[str] = "pool"  # pool | online | real
+    sections: ClassVar[tuple[type, ...]] = ()  # typed settings sections the method reads
+    defaults: ClassVar[dict[str, Any]] = {}  # its paper's values of shared keys and sections
+    summary: ClassVar[str] = ""  # one line: the paper
+    images: ClassVar[str] = ""  # where the student's images come from (README table)
+    generator_doc: ClassVar[str] = ""  # the generator's objective (README table)
+    student_doc: ClassVar[str] = "KD"  # the student's objective (README table)
+    in_suite: ClassVar[bool] = True  # part of `rgal bench`'s default suite
+    pair_sampling: bool = False  # every image taken twice as two views (RGAL's batches)
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__()
+        self.ctx, self.cfg = ctx, ctx.cfg
+        self.teacher = ctx.teacher
+        self.student = ctx.student
+        self.augment = ctx.augment
+        self.epoch = 1  # the epoch being run (1-based), set by `start_epoch`
+        freeze(self.teacher.model)
+
+    @classmethod
+    def check_settings(cls, cfg: DistillConfig) -> None:
+        """Refuse settings the method cannot run with (ConfigError), before any work."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called at the start of every epoch (1-based), before its synthesis phase."""
+        self.epoch = epoch
+
+    def train(self, mode: bool = True) -> Method:
+        super().train(mode)
+        self.teacher.model.eval()
+        return self
+
+    # -- the student step ---------------------------------------------------------------------
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether the student step reads the teacher's outputs."""
+        return True
+
+    def student_terms(self, v: torch.Tensor, y: torch.Tensor, t: Features | None,
+                      s: Features) -> Terms:
+        """The student step's loss terms on views `v` (labels `y`), unweighted."""
+        return {"loss_kd": kd_loss(s.logits, t.logits, self.cfg.tau)}
+
+    def student_weights(self) -> dict[str, float]:
+        """The weight of each student term."""
+        return {"loss_kd": 1.0}
+
+    def student_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained together with the student (e.g. projections of a feature loss)."""
+        return []
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def run_state(self) -> dict[str, Any]:
+        """What a checkpoint must keep to continue exactly (teacher and student excluded)."""
+        return {k: v for k, v in self.state_dict().items()
+                if not k.startswith(("teacher.", "student.", "ctx."))}
+
+    def load_run_state(self, state: dict[str, Any]) -> None:
+        """Restore what `run_state` returned."""
+        own = self.state_dict()
+        own.update(state)
+        self.load_state_dict(own)
+
+    def generators(self) -> list[nn.Module]:
+        """The image generators the method trains (for channels-last / compile)."""
+        generator = getattr(self, "generator", None)
+        return [generator] if isinstance(generator, nn.Module) else []
+
+
+class InversionMethod(Method):
+    """A synthesis phase per epoch: `g_steps` Adam steps on the generator and its latents.
+
+    L_G = w_bn L_bn + w_oh CE(T(v), y) + w_adv L_adv (+ the terms a method adds); the batch
+    with the lowest L_G joins the pool under its target labels y.
+    """
+
+    source = "pool"
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        cfg = ctx.cfg
+        self.generator = self.make_generator(ctx).to(ctx.device)
+        self.num_classes = ctx.info.num_classes
+        self.batch_size, self.g_steps = ctx.synthesis_batch_size, cfg.g_steps
+        self.lr_g = cfg.lr_g
+        self.opt_options = optimizer_options(cfg.optimizer_impl)
+        self.bn_stats = BNStatistics(self.teacher.model, self.bn_momentum) if cfg.w_bn > 0 else None
+        self.engine = InversionEngine(self.teacher, view=self.augment, student=self.student,
+                                      bn=self.bn_stats,
+                                      precision=Precision(cfg.precision, ctx.device),
+                                      progress=cfg.progress)
+
+    # -- what methods vary --------------------------------------------------------------------
+    def make_generator(self, ctx: MethodContext) -> nn.Module:
+        """The module optimised by each phase (the CMI/RGAL generator by default)."""
+        return Generator(ctx.cfg.nz, ctx.cfg.ngf, ctx.info.image_size, ctx.info.channels)
+
+    @property
+    def bn_momentum(self) -> float:
+        """Momentum of the BN statistics compared with the teacher's (0: this batch's only)."""
+        return 0.0
+
+    @property
+    def lr_z(self) -> float:
+        """Learning rate of the latents."""
+        return self.lr_g
+
+    def phase_generator(self) -> nn.Module:
+        """The module optimised in this phase (re-initialised if asked)."""
+        if self.cfg.reset_generator:
+            self.generator.reinit()
+        return self.generator
+
+    def optimizer(self, generator: nn.Module, z: torch.Tensor) -> torch.optim.Optimizer:
+        """Adam over the generator and the latents, betas (0.5, 0.999)."""
+        return torch.optim.Adam([{"params": generator.parameters(), "lr": self.lr_g},
+                                 {"params": [z], "lr": self.lr_z}], betas=(0.5, 0.999),
+                                **self.opt_options)
+
+    def shared_parameters(self, generator: nn.Module) -> list[nn.Parameter]:
+        """Parameters every rank must keep identical (their gradients are averaged)."""
+        return list(generator.parameters())
+
+    def synthesis_terms(self, x: torch.Tensor, v: torch.Tensor, y: torch.Tensor, t: Features,
+                        s: Features) -> Terms:
+        """Every active loss term of one synthesis step, unweighted."""
+        terms = {"loss_oh": F.cross_entropy(t.logits, y)}
+        if self.bn_stats:
+            terms["loss_bn"] = self.bn_stats.loss()
+        if self.cfg.w_adv > 0:
+            terms["loss_adv"] = adversarial_loss(s.logits, t.logits)
+        return terms
+
+    def synthesis_weights(self) -> dict[str, float]:
+        """The weight of each synthesis term."""
+        cfg = self.cfg
+        return {"loss_oh": cfg.w_oh, "loss_bn": cfg.w_bn, "loss_adv": cfg.w_adv}
+
+    def end_phase(self, generator: nn.Module, result: PhaseResult) -> None:
+        """Called with the kept batch once the phase is over."""
+
+    # -- the phase ----------------------------------------------------------------------------
+    def synthesize(self) -> PhaseResult:
+        """One synthesis phase: fresh latents and target labels, `g_steps` generator steps."""
+        generator = self.phase_generator()
+        device = next(generator.parameters()).device
+        generator.train()
+        nz = getattr(generator, "nz", 1)
+        z = torch.randn(self.batch_size, nz, device=device, requires_grad=True)
+        y = torch.randint(0, self.num_classes, (self.batch_size,), device=device).sort().values
+        opt = self.optimizer(generator, z)
+        if self.bn_stats:
+            self.bn_stats.reset()
+        result = self.engine.phase(self.g_steps, lambda: (generator(z), y), self.synthesis_terms,
+                                   self.synthesis_weights(), opt, self.shared_parameters(generator))
+        self.end_phase(generator, result)
+        return result
+
+
+class OnlineMethod(Method):
+    """A persistent generator trained one step every `student_steps_per_g` student steps and
+    sampled afresh for every student batch; images are never stored."""
+
+    source = "online"
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        cfg = ctx.cfg
+        self.generator = Generator(cfg.nz, cfg.ngf, ctx.info.image_size,
+                                   ctx.info.channels).to(ctx.device)
+        self.batch_size = 2 * ctx.batch_size
+        self.bn_stats = BNStatistics(self.teacher.model) if cfg.w_bn > 0 else None
+        self.opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999),
+                                    **optimizer_options(cfg.optimizer_impl))
+        self.engine = InversionEngine(self.teacher, view=lambda x: self.augment(x, augment=False),
+                                      student=self.student, bn=self.bn_stats,
+                                      precision=Precision(cfg.precision, ctx.device))
+
+    @property
+    def steps_per_generator_step(self) -> int:
+        """Student steps per generator step."""
+        return self.cfg.online.student_steps_per_g
+
+    def generator_terms(self, x: torch.Tensor, v: torch.Tensor, y: None, t: Features,
+                        s: Features | None) -> Terms:
+        """The generator's loss terms on the views `v`, unweighted."""
+        raise NotImplementedError
+
+    def generator_weights(self) -> dict[str, float]:
+        """The weight of each generator term."""
+        raise NotImplementedError
+
+    def _z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        device = next(self.generator.parameters()).device
+        return torch.randn(n, self.generator.nz, device=device, generator=generator)
+
+    def generator_step(self) -> Terms:
+        """One Adam step of the generator; returns its detached loss terms."""
+        self.generator.train()
+        out = self.engine.step(lambda: (self.generator(self._z(self.batch_size)), None),
+                               self.generator_terms, self.generator_weights(), self.opt,
+                               self.generator.parameters(), use_student=self.cfg.w_adv > 0)
+        terms = dict(out.terms)
+        terms["loss_syn"] = out.loss
+        return {k: val.detach() for k, val in terms.items()}
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` fresh images in [0, 1]; their labels are unknown (-1): the student step reads
+        the teacher's own outputs, so no extra teacher pass is spent here."""
+        self.generator.train()
+        x = self.generator(self._z(n, generator))
+        return x, torch.full((n,), -1, dtype=torch.long, device=x.device)
+
+    @torch.no_grad()
+    def teacher_labels(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's predicted classes of images in [0, 1] (for pictures)."""
+        return self.teacher(self.augment(x, augment=False)).logits.argmax(1)
+
+    def run_state(self) -> dict[str, Any]:
+        return {**super().run_state(), "generator_optimizer": self.opt.state_dict()}
+
+    def load_run_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.opt.load_state_dict(state.pop("generator_optimizer"))
+        super().load_run_state(state)
+
+
+class RealDataMethod(Method):
+    """The student trains on the real training set (a reference, not a data-free method)."""
+
+    source = "real"
+    images = "the real training set"
+    generator_doc = "none"

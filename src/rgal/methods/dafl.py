@@ -1,0 +1,55 @@
+"""DAFL (Chen et al., ICCV 2019): a generator trained against the teacher alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ..config import option
+from ..losses.priors import activation_loss, class_balance_loss
+from ..models.features import Features
+from .base import OnlineMethod, Terms
+from .online import OnlineSettings
+from .registry import register_method
+
+
+@dataclass
+class DAFLSettings:
+    """DAFL's activation and information-entropy terms."""
+
+    section: ClassVar[str] = "dafl"
+    w_act: float = option(0.1, "weight of the activation loss (loss_act)", lo=0)
+    w_ie: float = option(5.0, "weight of the information-entropy class-balance loss (loss_ie)",
+                         lo=0)
+
+
+@register_method("dafl")
+class DAFL(OnlineMethod):
+    """w_oh CE(T, argmax T) + w_act (-|f_T|) + w_ie (log K - H(mean p_T)); teacher only."""
+
+    sections = (OnlineSettings, DAFLSettings)
+    defaults = {"w_bn": 0.0, "w_adv": 0.0, "tau": 1.0, "lr_g": 0.02, "student_steps_per_g": 1}
+    summary = "Chen et al., ICCV 2019"
+    images = "a persistent generator, fresh images every student step"
+    generator_doc = "one-hot + activation + information entropy (teacher only)"
+
+    def generator_terms(self, x: torch.Tensor, v: torch.Tensor, y: None, t: Features,
+                        s: Features | None) -> Terms:
+        terms: Terms = {}
+        if self.bn_stats:
+            terms["loss_bn"] = self.bn_stats.loss()
+        if self.cfg.w_oh > 0:
+            terms["loss_oh"] = F.cross_entropy(t.logits, t.logits.argmax(1))
+        if self.cfg.dafl.w_act > 0:
+            terms["loss_act"] = activation_loss(t.feature)
+        if self.cfg.dafl.w_ie > 0:
+            terms["loss_ie"] = class_balance_loss(t.logits)
+        return terms
+
+    def generator_weights(self) -> dict[str, float]:
+        cfg = self.cfg
+        return {"loss_bn": cfg.w_bn, "loss_oh": cfg.w_oh, "loss_act": cfg.dafl.w_act,
+                "loss_ie": cfg.dafl.w_ie}
