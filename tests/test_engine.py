@@ -211,7 +211,7 @@ def test_gdfq_relation_term_only_with_rgal_and_a_weight(tmp_path, fake_fmnist, t
 
 def test_grid_every_writes_only_those_grids_and_never_changes_training(
         tmp_path, fake_fmnist, teacher_file):
-    for method in ("rgal",):
+    for method in ("rgal", "dfad"):
         runs = {}
         for every in (1, 2, 0):
             out = tmp_path / f"{method}_{every}"

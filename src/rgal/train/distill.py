@@ -89,13 +89,6 @@ class DistillJob(Job):
         self.augment = Augment(info.mean, info.std, info.crop_padding, info.hflip).to(device)
         self.t_ext, s_ext = FeatureExtractor(self.teacher), FeatureExtractor(self.student)
         ctx = method_context(cfg, self.t_ext, s_ext, self.augment, info, device, self.world)
-        # TEMP-GOLDEN: the old loop built the cd projector for every method
-        from ..methods.rgal import RGAL, FeatureProjector
-        from ..models.features import paired_stages
-        if not issubclass(get_method(cfg.method), RGAL):
-            t_ch, s_ch = ctx.teacher_channels, ctx.student_channels
-            pp = paired_stages(len(s_ch), len(t_ch), 1)
-            FeatureProjector([s_ch[i] for i in pp[0]], [t_ch[j] for j in pp[1]])
         self.method = get_method(cfg.method)(ctx)
         self.kind = self.method.source
         self._speed_ups(cfg)
@@ -205,8 +198,10 @@ class DistillJob(Job):
         t3 = time.time()
         if folder and cfg.grid_every and (epoch % cfg.grid_every == 0 or epoch == cfg.epochs):
             images, labels = prelude["images"], prelude["labels"]
-            if self.kind == "online":
-                images, _ = self.method.sample(cfg.synthesis_batch_size)
+            if self.kind == "online":  # its own seeded stream: pictures never shift training
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed(cfg.seed * 100_019 + epoch)
+                images, _ = self.method.sample(cfg.synthesis_batch_size, generator=gen)
                 labels = self.method.teacher_labels(images)
             if images is not None:
                 save_grid(folder / "grids" / f"epoch_{epoch:03d}.png", images, labels,
