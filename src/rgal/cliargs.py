@@ -2,7 +2,8 @@
 
 A sub-command built on a config dataclass gets `--config FILE`, repeatable `--set KEY=VALUE`,
 `--overwrite`, `--no-progress` and one `--key VALUE` flag per field (typed and range-checked
-later, by the config's own validation).
+later, by the config's own validation). A true/false field's flag alone means true
+(`--tensorboard` is `--tensorboard true`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def add_config_arguments(p: argparse.ArgumentParser, cls: type,
             continue
         choices = f.metadata.get("choices")
         extra = f"; one of {', '.join(map(str, choices))}" if choices else ""
+        switch = {"nargs": "?", "const": "true"} if "bool" in str(f.type) else {}  # `--flag`
         p.add_argument(flag(f.name), dest=f.name, default=None,
-                       metavar=(metavars or {}).get(f.name, "V"),
+                       metavar=(metavars or {}).get(f.name, "V"), **switch,
                        help=f"{f.metadata.get('help', '')} (default: {f.default}{extra})")
 
 

@@ -151,6 +151,10 @@ class DistillConfig:
                            "(for choosing settings; kd-real/scratch then train on the rest)",
                         lo=0, hi=10_000_000)
     export_synthetic: bool = _opt(False, "write the final synthetic pool to out/synthetic.safetensors")
+    tensorboard: bool = _opt(False, "write every epoch's metrics and image grid as TensorBoard "
+                                    "events into out (pip install \"rgal[tensorboard]\")")
+    export: str = _opt("none", "at the end, write out/student.onnx checked with onnxruntime "
+                               "(pip install \"rgal[onnx]\")", choices=("none", "onnx"))
     grid_every: int = _opt(1, "write a synthetic-image grid every N epochs (0: never)", lo=0)
     progress: bool = _opt(True, "show progress bars")
     diversity_samples: int = _opt(1000, "synthetic images measured for diversity each epoch "

@@ -72,6 +72,8 @@ class IncrementalConfig:
     device: str = _opt("auto", "auto, cpu, cuda, cuda:1, mps")
     eval_batch_size: int = _opt(1000, "evaluation batch size", lo=1, hi=65_536)
     progress: bool = _opt(True, "show progress bars")
+    tensorboard: bool = _opt(False, "write each task's metrics and replay grid as TensorBoard "
+                                    "events into out (pip install \"rgal[tensorboard]\")")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every key."""

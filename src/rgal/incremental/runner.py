@@ -19,6 +19,7 @@ from ..data.datasets import DatasetInfo, ImageTensors, describe_dataset, load_da
 from ..models.features import FeatureExtractor, find_batchnorms, freeze
 from ..models.generator import Generator
 from ..models.weights import save_weights
+from ..train.extras import TensorBoardWriter, finish_run  # hook: optional run outputs
 from ..train.prepare import build_model, check_model_name
 from ..train.report import plot_curves, save_grid
 from ..utils import resolve_device, seed_everything
@@ -129,6 +130,7 @@ def run_incremental(setup: IncrementalSetup) -> dict:
     """Learn every task in turn; write summary.json, metrics, pictures; return the summary."""
     cfg, info, device, out = setup.cfg, setup.info, setup.device, setup.out
     t0 = time.time()
+    tb = TensorBoardWriter(out) if cfg.tensorboard else None  # hook: refuses before writing
     out.mkdir(parents=True, exist_ok=True)
     clear_outputs(out)
     stream = TaskStream(setup.train, setup.split)
@@ -199,6 +201,8 @@ def run_incremental(setup: IncrementalSetup) -> dict:
                           info.classes or [str(c) for c in range(info.num_classes)])
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
+            if tb is not None:  # hook: TensorBoard events of this task
+                tb.log_epoch(t + 1, record, out / "grids" / f"replay_task{t + 1}.png")
             if cfg.progress:
                 tqdm.write(f"task {t + 1}/{stream.num_tasks}: accuracy on {seen} seen classes "
                            f"{acc:.2f}%  (per task: {', '.join(f'{a:.1f}' for a in row)})")
@@ -221,6 +225,8 @@ def run_incremental(setup: IncrementalSetup) -> dict:
     plot_curves(out / "accuracy.png", {cfg.method: (xs_, acc_seen)}, xlabel="task",
                 ylabel="accuracy on seen classes (%)",
                 title=f"{cfg.dataset}, {stream.num_tasks} tasks")
+    finish_run(out, tb, {k: summary[k] for k in ("final_acc", "avg_inc_acc", "forgetting")},
+               step=stream.num_tasks)  # hook: end-of-run outputs (train/extras.py)
     return summary
 
 

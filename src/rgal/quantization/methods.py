@@ -20,6 +20,7 @@ from ..models.features import FeatureExtractor, freeze
 from ..models.weights import save_weights
 from ..synthesis.base import frozen_student
 from ..train.evaluate import evaluate
+from ..train.extras import TensorBoardWriter, finish_run  # hook: optional run outputs
 from ..train.report import save_grid
 from ..utils import seed_everything
 from .config import QuantizeConfig
@@ -78,7 +79,8 @@ def real_batches(cfg: QuantizeConfig, data: ImageTensors, normalize: nn.Module,
 
 def train_gdfq(cfg: QuantizeConfig, info: DatasetInfo, teacher: nn.Module, q: QuantizedModel,
                augment: Augment, device: torch.device, metrics_path: Path,
-               log: Callable[[str], None]) -> ConditionalGenerator:
+               log: Callable[[str], None], tb: TensorBoardWriter | None = None
+               ) -> ConditionalGenerator:
     """GDFQ (and GDFQ+RGAL): generator warm-up with range calibration, then joint training."""
     rgal = cfg.method == "gdfq+rgal"
     gen = ConditionalGenerator(info.num_classes, cfg.nz, cfg.ngf, info.image_size,
@@ -146,6 +148,8 @@ def train_gdfq(cfg: QuantizeConfig, info: DatasetInfo, teacher: nn.Module, q: Qu
                   "lr": opt_q.param_groups[0]["lr"], "elapsed_s": time.time() - t_start}
         with metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        if tb is not None:  # hook: TensorBoard events of this epoch
+            tb.log_epoch(record["epoch"], record)
         bar.set_postfix({k: f"{record[k]:.3f}" for k in ("g_ce", "q_kd", "q_agree")
                          if k in record})
     bar.close()
@@ -160,6 +164,7 @@ def run_quantization(setup: QuantizeSetup, log: Callable[[str], None] = tqdm.wri
     cfg, info, device, out = setup.cfg, setup.info, setup.device, setup.out
     t_start = time.time()
     seed_everything(cfg.seed)
+    tb = TensorBoardWriter(out) if cfg.tensorboard else None  # hook: refuses before writing
     out.mkdir(parents=True, exist_ok=True)
     for name in QUANT_OUTPUTS:
         (out / name).unlink(missing_ok=True)
@@ -186,7 +191,7 @@ def run_quantization(setup: QuantizeSetup, log: Callable[[str], None] = tqdm.wri
         with torch.no_grad():
             shown_labels = teacher(batches[0]).argmax(1)
     else:
-        gen = train_gdfq(cfg, info, teacher, q, augment, device, metrics_path, log)
+        gen = train_gdfq(cfg, info, teacher, q, augment, device, metrics_path, log, tb)
         gen.eval()
         with torch.no_grad():
             y = torch.arange(info.num_classes, device=device).repeat_interleave(8)
@@ -209,6 +214,9 @@ def run_quantization(setup: QuantizeSetup, log: Callable[[str], None] = tqdm.wri
         "config": cfg.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    finish_run(out, tb, {k: summary[k] for k in ("fp_acc", "quant_acc", "weights_only_acc")},
+               step=cfg.epochs if cfg.method.startswith("gdfq") else 0,
+               grid=out / "synthetic.png")  # hook: end-of-run outputs (train/extras.py)
     return summary
 
 

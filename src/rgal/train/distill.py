@@ -30,6 +30,7 @@ from ..utils import atomic_path, rng_state, seed_everything, set_rng_state
 from .checkpoint import CHECKPOINT, save_checkpoint
 from .diversity import teacher_diversity
 from .evaluate import evaluate
+from .extras import DistillExtras  # hook: optional run outputs
 from .report import plot_curves, save_grid
 from .student import FeatureProjector, RealImages, StudentPhase, paired_stages
 
@@ -221,10 +222,12 @@ def run_distillation(setup: DistillSetup,
     t_start = time.time()
     seed_everything(cfg.seed)
     main = rank() == 0
+    extras = DistillExtras(setup, log) if main else None  # hook: refuses before writing
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "grids").mkdir(exist_ok=True)
     run = _Run(setup)
+    run.extras = extras  # hook: per-epoch TensorBoard events
     if setup.resume_state is not None:
         run.load(setup.resume_state)
         setup.resume_state = None
@@ -271,6 +274,8 @@ def run_distillation(setup: DistillSetup,
         "device": str(setup.device), "processes": run.world, "config": cfg.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if extras is not None:  # hook: end-of-run outputs (train/extras.py)
+        extras.finish(run.student, summary)
     return summary
 
 
@@ -394,6 +399,8 @@ def _epoch_outputs(run: _Run, epoch: int, part: dict, terms: dict[str, list[torc
     run.history.append(record)
     with (out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps(record) + "\n")
+    if getattr(run, "extras", None) is not None:  # hook: TensorBoard events of this epoch
+        run.extras.epoch(record, out / "grids" / f"epoch_{epoch:03d}.png")
     plot_curves(out / "accuracy.png",
                 {f"student {cfg.student}": ([r["epoch"] for r in run.history],
                                             [r["test_acc"] for r in run.history])},
