@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, extra_commands  # hook: extra_commands (`rgal export`)
+from . import __version__, extra_commands  # hook: extra_commands (`rgal export`, `rgal report`)
 from .cliargs import add_config_arguments, config_layers
 from .config import ConfigError, DistillConfig, load_yaml, parse_set
 from .incremental import command as incremental_command
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=1000)
     quantize_command.add_parser(sub)
     incremental_command.add_parser(sub)
-    extra_commands.add_parsers(sub)  # hook: `rgal export`
+    extra_commands.add_parsers(sub)  # hook: `rgal export` and `rgal report`
     return p
 
 
@@ -230,7 +230,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 COMMANDS = {"distill": cmd_distill, "bench": cmd_bench, "train-teacher": cmd_train_teacher,
             "eval": cmd_eval, "quantize": quantize_command.run,
             "incremental": incremental_command.run,
-            **extra_commands.COMMANDS}  # hook: `rgal export`
+            **extra_commands.COMMANDS}  # hook: `rgal export` and `rgal report`
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""`rgal export`: ONNX files checked with onnxruntime."""
+"""`rgal export` (ONNX, checked with onnxruntime) and `rgal report` (report.html of run folders)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .config import ConfigError
 
 
 def add_parsers(subparsers) -> None:
-    """Register `export` on the CLI's sub-parsers."""
+    """Register `export` and `report` on the CLI's sub-parsers."""
     e = subparsers.add_parser(
         "export", help="a model and weights file, or a `rgal quantize` run, to ONNX (checked "
                        "against PyTorch with onnxruntime)")
@@ -35,6 +35,9 @@ def add_parsers(subparsers) -> None:
     e.add_argument("--data-root", help="folder holding the dataset files")
     e.add_argument("--no-download", action="store_true", help="never download the dataset")
 
+    r = subparsers.add_parser("report", help="write report.html of run folders (distill, "
+                                             "quantize, incremental, bench) from their files")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -195,4 +198,16 @@ def _export_quantized(args: argparse.Namespace, tmp: Path, opset: int) -> list[t
     ]
 
 
-COMMANDS = {"export": run_export}
+def run_report(args: argparse.Namespace) -> int:
+    """Run `rgal report`: write report.html in every folder given."""
+    from .train.html_report import write_report
+
+    for d in args.run_dirs:
+        if not Path(d).is_dir():
+            raise ConfigError(f"{d} is not a folder")
+    for d in args.run_dirs:
+        print(write_report(d))
+    return 0
+
+
+COMMANDS = {"export": run_export, "report": run_report}

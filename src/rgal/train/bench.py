@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..config import METHODS, ConfigError, DistillConfig, distill_config
 from .checkpoint import CHECKPOINT, check_resumable, load_checkpoint
+from .html_report import write_report  # hook: report.html
 
 # RGAL ablations, addressable by name; any entry may also be written `method:key=value;...`.
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -97,6 +98,7 @@ def run_bench(runs: list[tuple[str, int, DistillConfig]], out: Path, *, progress
                 f"({summary['wall_s']:.0f} s)")
         rows.append(result_row(entry, seed, run_dir))
         write_results(rows, out)
+    write_report(out)  # hook: report.html of the bench (train/html_report.py)
     return rows
 
 

@@ -1,4 +1,4 @@
-"""The optional outputs of a run: TensorBoard events and the ONNX student.
+"""The optional outputs of a run: TensorBoard events, the ONNX student, report.html.
 
 The distillation loop calls `DistillExtras` at three points (start, end of each epoch, end of
 the run); everything else lives here. Requests that cannot be met (an extra not installed, a
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .html_report import write_report
 from .tensorboard import TensorBoardWriter
 
 ONNX_FILE = "student.onnx"
@@ -28,7 +29,7 @@ def _export_target(cfg: Any) -> str:
 
 
 class DistillExtras:
-    """TensorBoard events (`tensorboard: true`) and `student.onnx` (`export: onnx`)."""
+    """TensorBoard events (`tensorboard: true`), `student.onnx` (`export: onnx`), report.html."""
 
     def __init__(self, setup: Any, log: Callable[[str], None] = print) -> None:
         cfg = setup.cfg
@@ -63,12 +64,13 @@ class DistillExtras:
                               grid if grid is not None and grid.is_file() else None)
 
     def finish(self, student: nn.Module, summary: dict[str, Any]) -> None:
-        """After summary.json: export and check the student."""
+        """After summary.json: export and check the student, then write report.html."""
         out = self.setup.out
         try:
             if self.export == "onnx":
                 summary["onnx"] = self._export_student(student)
                 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            write_report(out)
         finally:
             self.close()
 
@@ -100,12 +102,13 @@ class DistillExtras:
 
 def finish_run(out: Path, tb: TensorBoardWriter | None = None,
                final: dict[str, Any] | None = None, step: int = 0,
-               grid: Path | None = None) -> None:
+               grid: Path | None = None) -> Path:
     """End of a quantize or incremental run: its final figures (and `grid`) as TensorBoard
-    events at `step`, the event file closed."""
+    events at `step`, the event file closed, report.html written; returns the report's path."""
     try:
         if tb is not None and final:
             tb.log_epoch(step, final, grid if grid is not None and grid.is_file() else None)
+        return write_report(out)
     finally:
         if tb is not None:
             tb.close()
