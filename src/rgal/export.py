@@ -79,7 +79,7 @@ def _export_error(e: BaseException, what: str, opset: int) -> ExportError:
         m = pattern.search(text)
         if m:
             return ExportError(f"cannot export {what} to ONNX: operator {m.group(1)} is not "
-                               f"supported at opset {opset} ({_one_line(e)})")
+                               f"supported at opset {opset}")
     return ExportError(f"cannot export {what} to ONNX: {_one_line(e)}")
 
 

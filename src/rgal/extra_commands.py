@@ -190,7 +190,8 @@ def _export_quantized(args: argparse.Namespace, tmp: Path, opset: int) -> list[t
         ("logits vs PyTorch", f"{check.images} {split} images: max abs diff "
                               f"{check.max_abs_diff:.2e}, relative {check.rel_diff:.2e}; "
                               f"{check.images_differ} images beyond 1e-04 relative (an "
-                              f"activation at a rounding tie takes the neighbouring code); "
+                              f"activation within rounding error of a grid midpoint takes the "
+                              f"neighbouring code); "
                               f"same top-1 class on {check.top1_agreement:.2f}%"),
         ("accuracy", f"onnxruntime {check.ort_acc:.2f}%, PyTorch {check.torch_acc:.2f}%"
                      + (f", the run's quant_acc {quant_acc:.2f}% (difference {gap:.2f}, "
