@@ -19,6 +19,7 @@ import html
 import io
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -270,6 +271,9 @@ def curves_png(records: list[dict[str, Any]], x_key: str) -> bytes | None:
         ax.set_title(key, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(set(xs)) == 1:  # a single point: an axis around it, one tick
+            ax.set_xlim(xs[0] - 1, xs[0] + 1)
+            ax.set_xticks([xs[0]])
         ax.grid(alpha=0.3)
         positive = all(y > 0 for y in ys)
         if positive and len(ys) > 1 and max(ys) / min(ys) > 100:
@@ -436,8 +440,9 @@ def _markdown_blocks(text: str) -> str:
     out, table, para = [], [], []
 
     def flush() -> None:
-        if para:
-            out.append(f'<p class="text">{_esc(" ".join(para))}</p>')
+        if para:  # `code` spans as <code>
+            text = re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(" ".join(para)))
+            out.append(f'<p class="text">{text}</p>')
             para.clear()
         if table:
             rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
