@@ -58,6 +58,7 @@ def offline(tmp_path, monkeypatch) -> list[str]:
 
 
 def test_default_distill_runs_offline_on_the_shipped_test_split(tmp_path, offline, capsys):
+    """`make demo`'s command with a tiny budget: teacher and test images from the package."""
     out = tmp_path / "demo"
     assert main(["distill", "--out", str(out), *TINY]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -67,13 +68,6 @@ def test_default_distill_runs_offline_on_the_shipped_test_split(tmp_path, offlin
     assert offline == []  # nothing tried to download
     assert not (tmp_path / "home" / ".cache" / "rgal").exists()  # nor wrote into the cache
     assert "student test acc (last)" in capsys.readouterr().out
-
-
-def test_eval_of_the_shipped_teacher_runs_offline(offline, capsys):
-    assert main(["eval", "--model", "smallcnn", "--weights", "builtin",
-                 "--dataset", "fashion-mnist", "--device", "cpu"]) == 0
-    assert "93.80%  (smallcnn on fashion-mnist, 10000 images" in capsys.readouterr().out
-    assert offline == []
 
 
 def test_training_split_does_not_ship_and_its_download_fails_in_one_line(tmp_path, offline,

@@ -112,6 +112,19 @@ def test_overwritten_run_keeps_no_stale_events(tmp_path, fake_fmnist, teacher_fi
     assert [e.step for e in _events(out).Scalars("accuracy/test_acc")] == [1]
 
 
+def test_resumed_run_continues_its_events_without_duplicates(tmp_path, fake_fmnist,
+                                                             teacher_file):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    assert _distill(out, fake_fmnist, teacher_file, "--tensorboard") == 0
+    assert _distill(out, fake_fmnist, teacher_file, "--tensorboard", "--epochs", "3",
+                    "--resume", "--allow-config-change") == 0
+    steps = [e.step for e in _events(out).Scalars("accuracy/test_acc")]
+    assert steps == [1, 2, 3]
+    values = [e.value for e in _events(out).Scalars("accuracy/test_acc")]
+    assert values == [pytest.approx(r["test_acc"], rel=1e-6) for r in _records(out)]
+
+
 @pytest.mark.parametrize("command", ["distill", "quantize", "incremental"])
 def test_tensorboard_flag_without_the_extra_is_one_line(tmp_path, fake_fmnist, teacher_file,
                                                         monkeypatch, capsys, command):
