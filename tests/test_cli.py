@@ -196,11 +196,7 @@ def test_weights_with_module_prefix_load(tmp_path, fake_fmnist, capsys):
                  "--dataset", "fashion-mnist", "--data-root", str(fake_fmnist)]) == 0
 
 
-FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not FMNIST_SYSTEM.exists(), reason="Debian dataset-fashion-mnist not installed")
 def test_default_run_on_real_fashion_mnist_with_shipped_teacher(tmp_path, capsys):
     """`rgal distill` with only a tiny budget: the embedded default on the real test set."""
     from rgal.models.build import builtin_teacher_record
@@ -219,7 +215,6 @@ def test_default_run_on_real_fashion_mnist_with_shipped_teacher(tmp_path, capsys
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FMNIST_SYSTEM.exists(), reason="Debian dataset-fashion-mnist not installed")
 def test_student_learns_from_synthetic_images_alone(tmp_path):
     """A one-minute RGAL run lifts the student far above chance on the real test set."""
     out = tmp_path / "learn"

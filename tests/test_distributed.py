@@ -94,7 +94,7 @@ def test_torchrun_two_processes_end_to_end_only_rank_0_writes(tmp_path, fake_fmn
     assert proc.stdout.count("student test acc (last)") == 1, "one summary table, from rank 0"
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["accuracy.png", "checkpoint.pt", "grids", "metrics.jsonl",
-                            "student.safetensors", "student_best.safetensors",
+                            "report.html", "student.safetensors", "student_best.safetensors",
                             "summary.json"]), names
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]

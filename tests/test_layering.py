@@ -11,11 +11,11 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "rgal"
 LAYERS = {
     "_version": 0, "config": 0, "utils": 0, "distributed": 0,
     "amp": 1, "data": 1, "models": 1, "cliargs": 1, "compat": 1,
-    "losses": 2,
+    "losses": 2, "export": 2,
     "engine": 3,
     "methods": 4,
     "train": 5, "quantization": 5, "incremental": 5,
-    "api": 6,
+    "api": 6, "extra_commands": 6,
     "cli": 7, "__main__": 8, "__init__": 9,
 }
 

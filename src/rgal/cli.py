@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import compat
+from . import compat, extra_commands
 from ._version import __version__
 from .cliargs import add_config_arguments, config_layers, print_table
 from .config import ConfigError, load_yaml, parse_set
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=1000)
     quantize_command.add_parser(sub)
     incremental_command.add_parser(sub)
+    extra_commands.add_parsers(sub)
     return p
 
 
@@ -242,7 +243,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 COMMANDS = {"distill": cmd_distill, "bench": cmd_bench, "train-teacher": cmd_train_teacher,
             "eval": cmd_eval, "quantize": quantize_command.run,
-            "incremental": incremental_command.run}
+            "incremental": incremental_command.run, **extra_commands.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

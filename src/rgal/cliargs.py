@@ -2,7 +2,8 @@
 
 A sub-command built on a config dataclass gets `--config FILE`, repeatable `--set KEY=VALUE`,
 `--overwrite`, `--no-progress` and one `--key VALUE` flag per field (typed and range-checked
-later, by the config's own validation). Old names of renamed keys are accepted as flags too.
+later, by the config's own validation). Old names of renamed keys are accepted as flags too; a
+true/false field's flag alone means true (`--tensorboard` is `--tensorboard true`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def add_config_arguments(p: argparse.ArgumentParser, cls: type | Iterable[datacl
         choices = f.metadata.get("choices")
         extra = f"; one of {', '.join(map(str, choices))}" if choices else ""
         names = [flag(f.name)] + [flag(a) for a in f.metadata.get("aliases", ())]
+        switch = {"nargs": "?", "const": "true"} if "bool" in str(f.type) else {}
         p.add_argument(*names, dest=f.name, default=None,
-                       metavar=(metavars or {}).get(f.name, "V"),
+                       metavar=(metavars or {}).get(f.name, "V"), **switch,
                        help=f"{f.metadata.get('help', '')} (default: {f.default}{extra})")
     p.set_defaults(_config_keys=[f.name for f in items])
 

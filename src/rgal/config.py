@@ -92,6 +92,11 @@ class DistillConfig:
                           lo=0, hi=10_000_000)
     export_synthetic: bool = option(False, "write the final synthetic pool to "
                                            "out/synthetic.safetensors")
+    tensorboard: bool = option(False, "write every epoch's metrics and image grid as "
+                                      "TensorBoard events into out (pip install "
+                                      "\"rgal[tensorboard]\")")
+    export: str = option("none", "at the end, write out/student.onnx checked with onnxruntime "
+                                 "(pip install \"rgal[onnx]\")", choices=("none", "onnx"))
     grid_every: int = option(1, "write a synthetic-image grid every N epochs (0: never)", lo=0)
     progress: bool = option(True, "show progress bars")
     diversity_samples: int = option(1000, "synthetic images measured for diversity each epoch "

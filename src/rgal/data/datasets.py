@@ -14,6 +14,7 @@ from .download import download_url
 from .idx import read_idx
 from .imagefolder import image_folder_classes, load_image_folder
 from .imagenet import IMAGENET_NUM_CLASSES, IMAGENET_SIZE, imagenet_classes, load_imagenet
+from .shipped import shipped_idx_folder
 
 __all__ = [
     "DATASETS", "DYNAMIC_DATASETS", "IDX_SOURCES", "SYSTEM_DATASET_DIRS", "DatasetError",
@@ -151,7 +152,8 @@ def load_idx_split(root: str | Path, train: bool, num_classes: int | None = None
 
 def find_idx_folder(name: str, root: str | Path | None, train: bool) -> Path | None:
     """The folder holding a split: `root` or `root/<name>` if a root is given (nothing else, so
-    an incomplete folder is reported, not silently replaced); else the system copy, the cache."""
+    an incomplete folder is reported, not silently replaced); else the system copy, the cache,
+    and last the split shipped inside the package (Fashion-MNIST's test split, data/shipped.py)."""
     if root is not None:
         candidates = [Path(root), Path(root) / name]
     else:
@@ -160,7 +162,7 @@ def find_idx_folder(name: str, root: str | Path | None, train: bool) -> Path | N
     for cand in candidates:
         if all(_find(cand, stem) for stem in _IDX_FILES[train]):
             return cand
-    return None
+    return shipped_idx_folder(name, train) if root is None else None  # hook: shipped split
 
 
 def download_idx_split(name: str, dest: str | Path, train: bool, progress: bool = True) -> Path:

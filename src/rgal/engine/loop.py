@@ -113,6 +113,10 @@ class Job:
     def after_record(self, history: list[dict[str, Any]]) -> None:
         """Once the epoch's record is in the history (e.g. redraw a plot)."""
 
+    def grid_path(self, epoch: int) -> Path | None:
+        """The picture of this epoch's synthetic images, if the job wrote one (TensorBoard)."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """Everything the job needs to continue exactly (merged into the checkpoint)."""
         return {}
@@ -136,7 +140,7 @@ class TrainingLoop:
 
     def __init__(self, job: Job, folder: RunFolder, *, config: dict[str, Any],
                  progress: bool = True, seed: int = 0, metrics: str = METRICS,
-                 checkpoint: str | None = CHECKPOINT,
+                 checkpoint: str | None = CHECKPOINT, tensorboard: bool = False,
                  log: Callable[[str], None] = tqdm.write) -> None:
         self.job, self.folder, self.config = job, folder, config
         self.checkpoint_name = checkpoint
@@ -150,6 +154,11 @@ class TrainingLoop:
         self.elapsed_before = 0.0
         self.partial: dict[str, Any] | None = None
         self._t_start = time.time()
+        self.tb = None
+        if tensorboard and folder and self.main:
+            from .tensorboard import TensorBoardWriter
+
+            self.tb = TensorBoardWriter(folder.path)
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -173,6 +182,8 @@ class TrainingLoop:
         self.elapsed_before = state["elapsed_s"]
         self.partial = state["partial"]
         set_rng_state(state["rng"])
+        if self.tb is not None:  # keep the events, from the first epoch not yet logged on
+            self.tb.fresh = False
 
     def where(self) -> str:
         """The position a resumed run continues from, in words."""
@@ -193,14 +204,18 @@ class TrainingLoop:
         if self.main and self.folder:
             self.folder.write_lines(self.metrics_name, self.history)
         job = self.job
-        with StopSignals() as stop:
-            bar = tqdm(range(self.epoch + 1, job.epochs + 1), desc=job.name,
-                       disable=not (self.progress and self.main), initial=self.epoch,
-                       total=job.epochs)
-            for epoch in bar:
-                self._epoch(epoch, stop)
-                if self.main and self.history:
-                    bar.set_postfix(self.postfix(self.history[-1]))
+        try:
+            with StopSignals() as stop:
+                bar = tqdm(range(self.epoch + 1, job.epochs + 1), desc=job.name,
+                           disable=not (self.progress and self.main), initial=self.epoch,
+                           total=job.epochs)
+                for epoch in bar:
+                    self._epoch(epoch, stop)
+                    if self.main and self.history:
+                        bar.set_postfix(self.postfix(self.history[-1]))
+        finally:
+            if self.tb is not None:
+                self.tb.close()
         return self.history
 
     @staticmethod
@@ -273,6 +288,8 @@ class TrainingLoop:
             if self.folder:
                 self.folder.append_line(self.metrics_name, record)
             job.after_record(self.history)
+            if self.tb is not None:
+                self.tb.log_epoch(epoch, record, job.grid_path(epoch))
             self.save()
         if stopping and epoch < job.epochs:  # after the last epoch: just finish
             raise RunInterrupted(stop.signum or signal.SIGTERM, epoch, -1, self.checkpoint_path,

@@ -80,6 +80,8 @@ class IncrementalConfig:
     precision: str = _opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
                           choices=("fp32", "bf16", "fp16"))
     progress: bool = _opt(True, "show progress bars")
+    tensorboard: bool = _opt(False, "write each task's metrics and replay grid as TensorBoard "
+                                    "events into out (pip install \"rgal[tensorboard]\")")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every key."""

@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,8 +21,10 @@ from ..data.augment import Augment
 from ..data.datasets import DatasetInfo, ImageTensors, describe_dataset
 from ..data.splits import evaluation_split
 from ..engine import CHECKPOINT, Job, RunFolder, TrainingLoop
+from ..engine.html_report import finish_run
 from ..engine.inversion import weighted_sum
 from ..engine.report import plot_curves, save_grid
+from ..engine.tensorboard import require_tensorboard
 from ..methods.rgal import RelationTerms
 from ..models.build import build_model, check_model_name, require_batchnorm
 from ..models.features import FeatureExtractor, freeze
@@ -41,13 +44,13 @@ from .protocol import (
 )
 
 RUN_OUTPUTS = ("summary.json", "metrics.jsonl", "acc_matrix.png", "accuracy.png",
-               "model.safetensors", CHECKPOINT)
+               "model.safetensors", CHECKPOINT, "report.html")
 INVERTING = ("deepinv-replay", "abd", "abd+rgal")
 
 
 def incremental_folder(out: str | None) -> RunFolder:
     """The folder of a class-incremental run (writes nothing when `out` is None)."""
-    return RunFolder(out, RUN_OUTPUTS, ("grids/replay_*.png",))
+    return RunFolder(out, RUN_OUTPUTS, ("grids/replay_*.png", "events.out.tfevents.*"))
 
 
 @dataclass
@@ -81,6 +84,8 @@ def prepare_incremental(cfg: IncrementalConfig, overwrite: bool = False,
     device = resolve_device(cfg.device)
     folder = incremental_folder(cfg.out)
     folder.check(overwrite or resume or resume_state is not None)
+    if cfg.tensorboard:
+        require_tensorboard()
     split = split_classes(info.num_classes, cfg.tasks, cfg.seed)
     seed_everything(cfg.seed)
     model = build_model(cfg.model, info.num_classes, info.channels, "model")
@@ -226,6 +231,9 @@ class IncrementalJob(Job):
                        f"{acc:.2f}%  (per task: {', '.join(f'{a:.1f}' for a in row)})")
         return record
 
+    def grid_path(self, epoch: int) -> Path | None:
+        return self.folder / "grids" / f"replay_task{epoch}.png" if self.folder else None
+
     def _inversion(self, frozen_model: nn.Module, seen: int) -> ModelInversion:
         cfg, info = self.cfg, self.info
         generator = Generator(cfg.nz, cfg.ngf, info.image_size, info.channels).to(self.device)
@@ -308,7 +316,7 @@ def run_incremental(setup: IncrementalSetup, log: Callable[[str], None] = tqdm.w
     cfg, folder = setup.cfg, setup.folder
     job = IncrementalJob(setup)
     loop = TrainingLoop(job, folder, config=cfg.to_dict(), progress=cfg.progress,
-                        seed=cfg.seed, log=log)
+                        seed=cfg.seed, log=log, tensorboard=cfg.tensorboard)
     if setup.resume_state is not None:
         loop.load(setup.resume_state)
         setup.resume_state = None
@@ -334,4 +342,6 @@ def run_incremental(setup: IncrementalSetup, log: Callable[[str], None] = tqdm.w
         plot_curves(folder / "accuracy.png", {cfg.method: (xs_, acc_seen)}, xlabel="task",
                     ylabel="accuracy on seen classes (%)",
                     title=f"{cfg.dataset}, {job.epochs} tasks")
+        finish_run(folder.path, cfg.tensorboard, job.epochs,
+                   {k: summary[k] for k in ("final_acc", "avg_inc_acc", "forgetting")})
     return {**summary, "_model": job.model}

@@ -1,8 +1,6 @@
 """Data-free quantization: fake-quantized models, PTQ baselines, GDFQ and GDFQ+RGAL."""
 
-from .config import METHODS, QuantizeConfig, build_quantize_config
-from .generator import ConditionalGenerator
-from .quantizer import (
+from ..models.quantized import (
     ActQuantizer,
     QuantizedModel,
     QuantLayer,
@@ -12,6 +10,8 @@ from .quantizer import (
     quantize_weight_int,
     weight_qparams,
 )
+from .config import METHODS, QuantizeConfig, build_quantize_config
+from .generator import ConditionalGenerator
 
 __all__ = ["METHODS", "QuantizeConfig", "build_quantize_config", "ConditionalGenerator",
            "ActQuantizer", "QuantizedModel", "QuantLayer", "affine_qparams",

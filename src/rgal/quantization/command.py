@@ -61,6 +61,10 @@ def prepare_quantization(cfg: QuantizeConfig, overwrite: bool = False,
     device = resolve_device(cfg.device)
     folder = quantize_folder(cfg.out)
     folder.check(overwrite or resume or resume_state is not None)
+    if cfg.tensorboard:
+        from ..engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
     model = build_model(cfg.model, info.num_classes, info.channels, "model")
     load_model_weights(model, resolve_weights_path(cfg.weights, cfg.dataset, cfg.model), "model")
     if cfg.method.startswith("gdfq"):

@@ -76,6 +76,8 @@ class QuantizeConfig:
     holdout: int = _opt(0, "evaluate on the last N training images instead of the test set "
                         "(for choosing settings); ptq-real then calibrates before them", lo=0)
     progress: bool = _opt(True, "show progress bars")
+    tensorboard: bool = _opt(False, "write the metrics and images as TensorBoard events into "
+                                    "out (pip install \"rgal[tensorboard]\")")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every key."""

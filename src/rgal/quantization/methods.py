@@ -20,24 +20,25 @@ from ..data.augment import Augment
 from ..data.datasets import DatasetInfo, ImageTensors
 from ..engine import CHECKPOINT, InversionEngine, Job, RunFolder, TrainingLoop, frozen
 from ..engine.evaluate import evaluate
+from ..engine.html_report import finish_run
 from ..engine.inversion import weighted_sum
 from ..engine.report import save_grid
 from ..losses import BNStatistics, kd_loss
 from ..methods.rgal import RelationTerms
 from ..models.features import FeatureExtractor, Features, freeze
+from ..models.quantized import QuantizedModel
 from ..models.weights import save_weights
 from ..utils import seed_everything
 from .config import QuantizeConfig
 from .generator import ConditionalGenerator
-from .quantizer import QuantizedModel
 
 QUANT_OUTPUTS = ("summary.json", "metrics.jsonl", "quantized_fakequant.safetensors",
-                 "quantized_int.safetensors", "synthetic.png", CHECKPOINT)
+                 "quantized_int.safetensors", "synthetic.png", CHECKPOINT, "report.html")
 
 
 def quantize_folder(out: str | None) -> RunFolder:
     """The folder of a quantization run (writes nothing when `out` is None)."""
-    return RunFolder(out, QUANT_OUTPUTS)
+    return RunFolder(out, QUANT_OUTPUTS, ("events.out.tfevents.*",))
 
 
 @dataclass
@@ -252,7 +253,7 @@ def run_quantization(setup: QuantizeSetup, log: Callable[[str], None] = tqdm.wri
     else:
         job = GDFQJob(cfg, info, teacher, q, augment, device)
         loop = TrainingLoop(job, folder, config=cfg.to_dict(), progress=cfg.progress,
-                            seed=cfg.seed, log=log)
+                            seed=cfg.seed, log=log, tensorboard=cfg.tensorboard)
         if setup.resume_state is not None:
             loop.load(setup.resume_state)
             setup.resume_state = None
@@ -289,4 +290,8 @@ def run_quantization(setup: QuantizeSetup, log: Callable[[str], None] = tqdm.wri
         "config": cfg.to_dict(),
     }
     folder.write_json("summary.json", summary)
+    if folder:
+        finish_run(folder.path, cfg.tensorboard, len(history),
+                   {k: summary[k] for k in ("fp_acc", "quant_acc", "weights_only_acc")},
+                   folder / "synthetic.png")
     return {**summary, "_model": q, "_history": history}

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..config import ConfigError, DistillConfig
 from ..engine import CHECKPOINT, check_resumable, load_checkpoint
+from ..engine.html_report import write_report
 from ..methods import distill_config, get_method, list_ablations, list_methods
 
 
@@ -98,6 +99,7 @@ def run_bench(runs: list[tuple[str, int, DistillConfig]], out: Path, *, progress
                 f"({summary['wall_s']:.0f} s)")
         rows.append(result_row(entry, seed, run_dir))
         write_results(rows, out)
+    write_report(out)
     return rows
 
 

@@ -26,12 +26,14 @@ from ..data.pool import ImagePool
 from ..distributed import all_gather_cat, barrier, broadcast_module, rank, world_size
 from ..engine import CHECKPOINT, Job, RunFolder, TrainingLoop
 from ..engine.evaluate import evaluate
+from ..engine.html_report import write_report
 from ..engine.report import plot_curves, save_grid
 from ..methods import get_method, method_context
 from ..models.features import FeatureExtractor, freeze
 from ..models.weights import save_weights
 from ..utils import seed_everything
 from .diversity import teacher_diversity
+from .extras import export_student
 from .student import RealImages, StudentPhase
 
 
@@ -58,8 +60,8 @@ class DistillSetup:
 
 
 RUN_OUTPUTS = ("metrics.jsonl", "summary.json", "student.safetensors", "student_best.safetensors",
-               "accuracy.png", "synthetic.safetensors", CHECKPOINT)
-RUN_PATTERNS = ("grids/epoch_*.png",)
+               "accuracy.png", "synthetic.safetensors", CHECKPOINT, "report.html", "student.onnx")
+RUN_PATTERNS = ("grids/epoch_*.png", "events.out.tfevents.*")
 
 
 def run_folder(out: str | Path | None) -> RunFolder:
@@ -212,6 +214,9 @@ class DistillJob(Job):
                        "eval_s": t3 - t2})
         return record
 
+    def grid_path(self, epoch: int) -> Path | None:
+        return self.folder / "grids" / f"epoch_{epoch:03d}.png" if self.folder else None
+
     def after_record(self, history: list[dict[str, Any]]) -> None:
         if not self.folder or self.setup.test is None:
             return
@@ -261,7 +266,7 @@ def start_distillation(setup: DistillSetup, log: Callable[[str], None] = tqdm.wr
         (folder / "grids").mkdir(exist_ok=True)
     job = DistillJob(setup)
     loop = TrainingLoop(job, folder, config=cfg.to_dict(), progress=cfg.progress, seed=cfg.seed,
-                        log=log)
+                        log=log, tensorboard=cfg.tensorboard)
     if setup.resume_state is not None:
         loop.load(setup.resume_state)
         setup.resume_state = None
@@ -302,6 +307,11 @@ def finish_distillation(setup: DistillSetup, job: DistillJob, loop: TrainingLoop
         "teacher_params": sum(p.numel() for p in job.teacher.parameters()),
         "device": str(setup.device), "processes": job.world, "config": cfg.to_dict(),
     }
+    if folder and cfg.export == "onnx" and setup.test is not None:
+        summary["onnx"] = export_student(job.student, setup.info, setup.test, folder.path,
+                                         f"student {cfg.student}")
     folder.write_json("summary.json", summary)
+    if folder:
+        write_report(folder.path)
     return summary
 

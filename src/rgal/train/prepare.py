@@ -25,6 +25,7 @@ from ..models.build import (
 )
 from ..utils import resolve_device, seed_everything
 from .distill import DistillSetup, run_folder
+from .extras import check_extras
 
 
 def estimated_run_bytes(cfg: DistillConfig, info: DatasetInfo) -> int:
@@ -85,6 +86,7 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False,
         require_batchnorm(teacher, f"teacher {cfg.teacher}",
                           f"method {cfg.method} needs BN statistics (w_bn > 0)")
     student = build_model(cfg.student, info.num_classes, info.channels, "student")
+    check_extras(cfg, student, info)
     train, test = evaluation_split(cfg.dataset, cfg.data_root, holdout=cfg.holdout,
                                    download=cfg.download, need_train=method.source == "real",
                                    max_per_class=cfg.test_per_class or None, info=info)

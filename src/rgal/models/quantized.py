@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..models.features import default_classifier_name
+from .features import default_classifier_name
 
 MIN_BITS, MAX_BITS = 2, 8
 _EPS = 1e-8
