@@ -36,7 +36,7 @@ def test_the_seed_command_maps_onto_the_rgal_method():
     assert (cfg.w_adv, cfg.w_bn, cfg.w_oh, r.w_cd, r.w_rel_syn, r.w_rel_stu) == (
         1.0, 1.0, 1.0, 0.1, 0.1, 0.1)
     assert (r.pair_sampling, r.syn_sampler, r.syn_relation_model, r.relation_stages) == (
-        True, "focal", "student", "2:4")
+        "true", "focal", "student", "2:4")
     assert (r.stu_relation_feature, r.syn_relation_feature, r.cd_start_stage) == (
         "penultimate", "stages", 0)
     assert (cfg.out, cfg.teacher_weights, cfg.nz, cfg.ngf, cfg.reset_generator) == (
@@ -51,7 +51,7 @@ def test_left_out_flags_take_the_reference_parsers_defaults():
     assert (cfg.kd_steps, cfg.w_bn, cfg.w_adv, cfg.w_oh, cfg.tau, cfg.g_steps) == (
         5, 0.0, 0.0, 0.0, 1.0, 1)
     assert (cfg.dataset, cfg.rgal.pair_sampling, cfg.rgal.syn_sampler) == (
-        "cifar100", False, "distance")
+        "cifar100", "false", "distance")
     assert (cfg.rgal.syn_relation_model, cfg.rgal.stu_relation_feature) == ("teacher", "stages")
     assert cfg.synthesis_batch_size == cfg.batch_size == 128
     cfg, _ = _config(["--dataset", "cifar10", "--teacher", "resnet34"])

@@ -90,30 +90,77 @@ def test_method_defaults_apply_under_user_settings():
     assert distill_config({"w_tri": 0.3, "w_stri": 0.4}).rgal.w_rel_stu == 0.4
 
 
-def test_fast_inner_steps_and_meta_update_change_the_meta_generator():
+def test_fast_meta_updates():
+    """Reptile moves the meta generator towards the adapted copy; first-order MAML steps it with
+    the sum of the inner gradients (with one inner step: that step's gradient)."""
     torch.manual_seed(0)
     teacher, student = create_model("smallcnn", 10, 1), create_model("tinycnn", 10, 1)
     info = DatasetInfo("tiny", 10, 1, 28, (0.5,), (0.5,), 2, False)
     syn = create_method("fast", teacher, student, info, nz=8, ngf=8, synthesis_batch_size=8,
-                        g_steps=3, lr_g=5e-3, bn_momentum=0.9, progress=False)
+                        g_steps=3, lr_g=5e-3, meta_update="reptile", progress=False)
     meta = syn.generator
     start = {k: v.clone() for k, v in meta.state_dict().items()}
     syn.synthesize()
     inner = {k: v.clone() for k, v in syn.fast.state_dict().items()}
-    moved = [k for k in start if not torch.equal(start[k], meta.state_dict()[k])]
-    assert any(k.endswith("weight") for k in moved), "the outer (Reptile) step moves the meta"
-    adapted = [k for k, p in syn.fast.named_parameters() if not torch.equal(start[k], p)]
-    assert adapted, "inner steps adapt the copy"
-    # the meta generator moved towards the adapted copy, not away from it
+    assert any(not torch.equal(start[k], p) for k, p in syn.fast.named_parameters())
     k = "l1.weight"
-    before_gap = (inner[k] - start[k]).norm()
-    after_gap = (inner[k] - meta.state_dict()[k]).norm()
-    assert after_gap < before_gap
+    assert (inner[k] - meta.state_dict()[k]).norm() < (inner[k] - start[k]).norm()
     # each phase starts from the meta generator, not from the previous copy
     syn.phase_generator()
     assert torch.equal(syn.fast.l1.weight, meta.l1.weight)
     state = syn.run_state()
     assert "meta_optimizer" in state and not any(k.startswith("fast.") for k in state)
+
+    syn = create_method("fast", teacher, student, info, nz=8, ngf=8, synthesis_batch_size=8,
+                        g_steps=1, lr_g=5e-3, progress=False)
+    assert syn.cfg.fast.meta_update == "fomaml"
+    seen = {}
+    step = syn.meta_optimizer.step
+
+    def record(*a, **kw):
+        seen.update({n: p.grad.clone() for n, p in syn.generator.named_parameters()})
+        return step(*a, **kw)
+
+    syn.meta_optimizer.step = record
+    syn.synthesize()
+    fast_grads = dict(syn.fast.named_parameters())
+    assert seen and all(torch.allclose(seen[n], fast_grads[n].grad) for n in seen)
+
+
+def test_fast_bn_statistics_average_earlier_epochs():
+    """Epoch 1 compares the plain batch statistics; from epoch 2 on every inner step compares
+    0.1 x its own + 0.9 x the average of earlier epochs' last inner steps (never reset)."""
+    from rgal.losses import BNStatistics
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3)).eval()
+    stats = BNStatistics(net, momentum=0.9)
+    a, b, c = (torch.randn(4, 1, 8, 8) * s for s in (1.0, 2.0, 3.0))
+    with torch.no_grad():
+        za, zb, zc = (net[0](x) for x in (a, b, c))
+
+    def plain(z, mean, var):
+        bn = net[1]
+        return float((mean - bn.running_mean).norm() + (var - bn.running_var).norm())
+
+    def moments(z):
+        return z.mean((0, 2, 3)), z.var((0, 2, 3), unbiased=False)
+
+    net(a)
+    assert float(stats.loss()) == pytest.approx(plain(za, *moments(za)), rel=1e-5)
+    stats.update_momentum()  # end of epoch 1: the average is batch a's statistics
+    net(b)
+    (ma, va), (mb, vb) = moments(za), moments(zb)
+    assert float(stats.loss()) == pytest.approx(plain(zb, 0.1 * mb + 0.9 * ma,
+                                                      0.1 * vb + 0.9 * va), rel=1e-5)
+    net(c)  # another inner step of the same epoch: the average has not moved
+    mc, vc = moments(zc)
+    assert float(stats.loss()) == pytest.approx(plain(zc, 0.1 * mc + 0.9 * ma,
+                                                      0.1 * vc + 0.9 * va), rel=1e-5)
+    stats.update_momentum()  # folds in c, the epoch's last batch: 0.9 a + 0.1 c
+    restored = BNStatistics(net, momentum=0.9)
+    restored.load_state_dict(stats.state_dict())
+    assert torch.allclose(restored._ema[0][0], 0.9 * ma + 0.1 * mc, atol=1e-6)
 
 
 def test_diversity_measures_on_hand_built_embeddings():

@@ -48,6 +48,20 @@ def test_synthesis_and_student_step_are_finite_in_low_precision(precision):
     assert all(torch.isfinite(v) for v in g_terms.values())
 
 
+def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch):
+    from rgal import amp
+
+    monkeypatch.setattr(amp, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert Precision("auto", "cpu").name == "fp32"
+    monkeypatch.setattr(amp, "_cpu_flags", lambda: {"avx512f", "amx_bf16", "amx_tile"})
+    assert Precision("auto", "cpu").name == "bf16"
+    monkeypatch.setattr(amp, "_cpu_flags", lambda: {"avx512_bf16"})
+    assert Precision("auto", "cpu").name == "bf16"
+    assert Precision("auto", "mps").name == "fp32" and Precision("bf16", "cpu").name == "bf16"
+    assert amp.channels_last_for("auto", "cpu") and not amp.channels_last_for("false", "cpu")
+    assert not amp.channels_last_for("auto", "mps") and amp.channels_last_for(True, "mps")
+
+
 def test_fp16_scales_the_loss_and_fp32_does_not():
     assert Precision("fp16").scaler.is_enabled() and not Precision("fp32").scaler.is_enabled()
     assert not Precision("bf16").scaler.is_enabled()
@@ -62,7 +76,7 @@ def test_channels_last_run_matches_the_default_layout(tmp_path, fake_fmnist, tea
             "--epochs", "1", "--g-steps", "2", "--kd-steps", "2", "--batch-size", "8",
             "--synthesis-batch-size", "16", "--set", "ngf=8", "--set", "nz=16",
             "--no-progress", "--device", "cpu"]
-    assert main(argv + ["--out", str(tmp_path / "a")]) == 0
+    assert main(argv + ["--out", str(tmp_path / "a"), "--channels-last", "false"]) == 0
     assert main(argv + ["--out", str(tmp_path / "b"), "--channels-last", "true"]) == 0
     from safetensors.torch import load_file
 

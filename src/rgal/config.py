@@ -64,6 +64,12 @@ class DistillConfig:
     momentum: float = option(0.9, "student SGD momentum", lo=0, hi=1)
     weight_decay: float = option(1e-4, "student weight decay", lo=0)
     lr_g: float = option(1e-3, "generator / latent Adam learning rate", lo=0, lo_open=True)
+    student_optimizer: str = option("sgd", "the student's optimiser: sgd (with momentum) or "
+                                           "adam", choices=("sgd", "adam"))
+    clip_grad: float = option(0.0, "clip the student's gradient norm (0: no clipping)", lo=0)
+    warmup_epochs: int = option(0, "first epochs that only synthesise (no student steps, no "
+                                   "adversarial term, no learning-rate step)", lo=0,
+                                hi=100_000)
     # the inversion terms most methods share
     w_bn: float = option(1.0, "weight of the BN-statistics loss (loss_bn)", lo=0)
     w_oh: float = option(1.0, "weight of the one-hot cross-entropy loss (loss_oh)", lo=0)
@@ -76,9 +82,12 @@ class DistillConfig:
     out: str = option("runs/demo", "output folder")
     seed: int = option(0, "random seed", lo=0, hi=2**31 - 1)
     device: str = option("auto", "auto, cpu, cuda, cuda:1, mps")
-    precision: str = option("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
-                            choices=("fp32", "bf16", "fp16"))
-    channels_last: bool = option(False, "channels-last memory layout for the conv nets")
+    precision: str = option("fp32", "fp32, bf16 (autocast), fp16 (autocast + loss scaling), or "
+                                    "auto (bf16 where the device has native bf16, else fp32)",
+                            choices=("fp32", "bf16", "fp16", "auto"))
+    channels_last: str = option("auto", "channels-last memory layout for the conv nets: auto "
+                                        "(on for CPUs and CUDA, where it is faster), true, "
+                                        "false", choices=("auto", "true", "false"))
     optimizer_impl: str = option("default", "optimiser kernels: default (PyTorch's choice), "
                                             "foreach or fused",
                                  choices=("default", "foreach", "fused"))
@@ -168,7 +177,9 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         if not math.isfinite(f):
             raise ConfigError(f"config key {name!r} must be finite, got {value!r}")
         return f
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+    if isinstance(value, bool):  # a yes/no answer to a key with named choices
+        return "true" if value else "false"
+    if not isinstance(value, (str, int, float)):
         raise ConfigError(f"config key {name!r} must be a string, got {value!r}")
     return str(value)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -38,15 +40,21 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> t
 
 
 def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.25, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3),
                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random square crop covering `scale` of the area, resized back to HxW (differentiable)."""
+    """A random crop covering `scale` of the area with a log-uniform aspect ratio in `ratio`
+    (each side at most the image's), resized back to HxW (differentiable)."""
     n = x.shape[0]
-    u = torch.rand(3, n, device=x.device, generator=generator)
-    side = (scale[0] + (scale[1] - scale[0]) * u[0]).sqrt()  # fraction of the width kept
-    shift = (1 - side) * (2 * u[1:] - 1)  # the crop stays inside the image
+    u = torch.rand(4, n, device=x.device, generator=generator)
+    area = scale[0] + (scale[1] - scale[0]) * u[0]
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[3]
+    aspect = log_r.exp()
+    sx = (area * aspect).sqrt().clamp(max=1.0)  # fractions of the width and height kept
+    sy = (area / aspect).sqrt().clamp(max=1.0)
+    shift_x, shift_y = (1 - sx) * (2 * u[1] - 1), (1 - sy) * (2 * u[2] - 1)  # stays inside
     theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = side
-    theta[:, 0, 2], theta[:, 1, 2] = shift[0], shift[1]
+    theta[:, 0, 0], theta[:, 1, 1] = sx, sy
+    theta[:, 0, 2], theta[:, 1, 2] = shift_x, shift_y
     grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
     return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                                      align_corners=False)

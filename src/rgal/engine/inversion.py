@@ -119,8 +119,13 @@ class InversionEngine:
 
     def step(self, produce: Callable[[], tuple[torch.Tensor, torch.Tensor | None]],
              terms_fn: TermsFn, weights: dict[str, float], optimizer: torch.optim.Optimizer,
-             shared: Iterable[nn.Parameter] = (), *, use_student: bool = True) -> InversionStep:
-        """One generator step: produce, view, frozen forward passes, weighted terms, update."""
+             shared: Iterable[nn.Parameter] = (), *, use_student: bool = True,
+             clip: float = 0.0, on_grads: Callable[[], None] | None = None,
+             after_step: Callable[[], None] | None = None) -> InversionStep:
+        """One generator step: produce, view, frozen forward passes, weighted terms, update.
+
+        `on_grads` runs once the gradients are final (before the update), `after_step` after
+        it (e.g. a projection of the optimised pixels)."""
         with self.precision.autocast():
             x, y = produce()
             v = self.view(x)
@@ -133,15 +138,21 @@ class InversionEngine:
             terms = terms_fn(x, v, y, t, s)
             loss = weighted_sum(terms, weights)
         optimizer.zero_grad(set_to_none=True)
-        self.precision.step(loss, optimizer, shared)
+        self.precision.step(loss, optimizer, shared, clip, on_grads)
+        if after_step is not None:
+            after_step()
         return InversionStep(x, v, y, t, s, terms, loss)
 
     def phase(self, steps: int, produce: Callable[[], tuple[torch.Tensor, torch.Tensor | None]],
               terms_fn: TermsFn, weights: dict[str, float], optimizer: torch.optim.Optimizer,
               shared: Iterable[nn.Parameter] = (), *, use_student: bool = True,
-              keep_best: bool = True) -> PhaseResult:
+              keep_best: bool = True, on_grads: Callable[[], None] | None = None,
+              after_step: Callable[[], None] | None = None,
+              on_step: Callable[[InversionStep, torch.Tensor], None] | None = None
+              ) -> PhaseResult:
         """`steps` generator steps; the batch with the lowest weighted loss is kept (with
-        `keep_best=False`, the last). Non-finite terms raise NonFiniteLoss at the end."""
+        `keep_best=False`, the last). `on_step(step, better)` sees every step and whether it
+        became the kept one. Non-finite terms raise NonFiniteLoss at the end."""
         shared = list(shared)
         best_cost: torch.Tensor | None = None
         best_x: torch.Tensor | None = None
@@ -151,7 +162,7 @@ class InversionEngine:
         watch = FiniteWatch(self.name)
         for i in tqdm(range(steps), desc=self.name, leave=False, disable=not self.progress):
             out = self.step(produce, terms_fn, weights, optimizer, shared,
-                            use_student=use_student)
+                            use_student=use_student, on_grads=on_grads, after_step=after_step)
             y = out.y
             with torch.no_grad():
                 labels = out.t.logits.argmax(1)
@@ -163,6 +174,8 @@ class InversionEngine:
                 best_cost = torch.where(better, out.loss, best_cost)
                 best_x = torch.where(better, out.x.detach().float(), best_x)
                 best_t = torch.where(better, labels, best_t)
+                if on_step is not None:
+                    on_step(out, better)
                 terms = dict(out.terms)
                 terms["loss_syn"] = out.loss
                 watch.update(i, terms)

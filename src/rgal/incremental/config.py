@@ -77,8 +77,9 @@ class IncrementalConfig:
                      hi=2**31 - 1)
     device: str = _opt("auto", "auto, cpu, cuda, cuda:1, mps")
     eval_batch_size: int = _opt(1000, "evaluation batch size", lo=1, hi=65_536)
-    precision: str = _opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
-                          choices=("fp32", "bf16", "fp16"))
+    precision: str = _opt("fp32", "fp32, bf16 (autocast), fp16 (autocast + loss scaling), or "
+                                  "auto (bf16 where the device has native bf16, else fp32)",
+                          choices=("fp32", "bf16", "fp16", "auto"))
     progress: bool = _opt(True, "show progress bars")
     tensorboard: bool = _opt(False, "write each task's metrics and replay grid as TensorBoard "
                                     "events into out (pip install \"rgal[tensorboard]\")")

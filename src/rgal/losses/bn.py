@@ -14,8 +14,12 @@ class BNStatistics:
     """Records, for each BN layer, ||mean - running_mean||_2 + ||var - running_var||_2 of its input.
 
     The variance is the biased batch variance over every dimension but the channel one. With
-    `momentum` m > 0 (Fast-Datafree), the compared statistics are m * (those of the previous
-    step, detached) + (1 - m) * the batch's; `reset()` forgets the previous step.
+    `momentum` m > 0 (Fast-Datafree, NAYER), each layer also keeps an exponential moving
+    average of the statistics of earlier batches, and the compared statistics are
+    (1 - m) * this batch's + m * the average (a constant) once an average exists;
+    `update_momentum()` folds the statistics of the last recorded batch into the average
+    (Fast-Datafree calls it once per epoch, after the inner steps). The average is never reset
+    by a new phase; `reset()` forgets it.
     """
 
     def __init__(self, model: nn.Module, momentum: float = 0.0) -> None:
@@ -26,7 +30,8 @@ class BNStatistics:
         self._losses: list[torch.Tensor | None] = [None] * len(self.layers)
         self.enabled = True
         self.momentum = momentum
-        self._previous: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.layers)
+        self._last: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.layers)
+        self._ema: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.layers)
         self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]
 
     def _hook(self, i: int):
@@ -35,19 +40,48 @@ class BNStatistics:
                 return
             mean, var = (global_mean_var(inp[0]) if world_size() > 1
                          else batch_mean_var(inp[0]))
-            prev = self._previous[i]
             if self.momentum > 0:
-                if prev is not None:
-                    mean = self.momentum * prev[0] + (1 - self.momentum) * mean
-                    var = self.momentum * prev[1] + (1 - self.momentum) * var
-                self._previous[i] = (mean.detach(), var.detach())
+                self._last[i] = (mean.detach(), var.detach())
+                ema = self._ema[i]
+                if ema is not None:
+                    mean = (1 - self.momentum) * mean + self.momentum * ema[0]
+                    var = (1 - self.momentum) * var + self.momentum * ema[1]
             self._losses[i] = (torch.linalg.vector_norm(mean - m.running_mean)
                                + torch.linalg.vector_norm(var - m.running_var))
         return hook
 
+    @torch.no_grad()
+    def update_momentum(self) -> None:
+        """Fold the last recorded batch's statistics into each layer's moving average."""
+        for i, last in enumerate(self._last):
+            if last is None:
+                continue
+            ema = self._ema[i]
+            if ema is None:
+                self._ema[i] = (last[0].clone(), last[1].clone())
+            else:
+                m = self.momentum
+                self._ema[i] = (m * ema[0] + (1 - m) * last[0], m * ema[1] + (1 - m) * last[1])
+
     def reset(self) -> None:
-        """Forget the statistics carried by the momentum."""
-        self._previous = [None] * len(self.layers)
+        """Forget the moving averages."""
+        self._ema = [None] * len(self.layers)
+        self._last = [None] * len(self.layers)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The moving averages (for checkpoints)."""
+        out = {}
+        for i, ema in enumerate(self._ema):
+            if ema is not None:
+                out[f"{i}.mean"], out[f"{i}.var"] = ema
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `state_dict` returned."""
+        self._ema = [None] * len(self.layers)
+        for i in range(len(self.layers)):
+            if f"{i}.mean" in state:
+                self._ema[i] = (state[f"{i}.mean"], state[f"{i}.var"])
 
     def loss(self) -> torch.Tensor:
         """Sum over layers of the distances recorded by the last forward pass."""
@@ -63,13 +97,34 @@ class BNStatistics:
             h.remove()
 
 
+class _BatchMeanVar(torch.autograd.Function):
+    """Per-channel mean and biased variance in one reduction, with a one-pass backward.
+
+    d mean / dx = 1/n and d var / dx = 2 (x - mean) / n, so the input gradient is
+    (x - mean) * 2 g_var / n + g_mean / n: one fused multiply-add over the map.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dims = [0, *range(2, x.dim())]
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        ctx.save_for_backward(x, mean)
+        return mean, var
+
+    @staticmethod
+    def backward(ctx, g_mean: torch.Tensor, g_var: torch.Tensor) -> torch.Tensor:
+        x, mean = ctx.saved_tensors
+        n = x.numel() // x.shape[1]
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        g_mean = torch.zeros_like(mean) if g_mean is None else g_mean
+        g_var = torch.zeros_like(mean) if g_var is None else g_var
+        centred = x - mean.view(shape)
+        return torch.addcmul((g_mean / n).view(shape), centred, (2.0 * g_var / n).view(shape))
+
+
 def batch_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and biased variance over every dimension but the channel one."""
-    dims = [0, *range(2, x.dim())]
-    x = x.float()
-    mean = x.mean(dims, keepdim=True)  # two passes: faster than var_mean on NCHW, as stable
-    var = (x - mean).pow(2).mean(dims)
-    return mean.flatten(), var
+    return _BatchMeanVar.apply(x.float())
 
 
 def global_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ student's images come from:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,7 +26,7 @@ from ..amp import Precision, optimizer_options
 from ..config import DistillConfig
 from ..data.augment import Augment
 from ..data.datasets import DatasetInfo
-from ..engine.inversion import InversionEngine, PhaseResult
+from ..engine.inversion import InversionEngine, PhaseResult, frozen
 from ..losses import BNStatistics, adversarial_loss, kd_loss
 from ..models.features import FeatureExtractor, Features, freeze
 from ..models.generator import Generator
@@ -94,6 +95,11 @@ class Method(nn.Module):
     @property
     def needs_teacher(self) -> bool:
         """Whether the student step reads the teacher's outputs."""
+        return True
+
+    @property
+    def augment_student(self) -> bool:
+        """Whether the student's images get random crops and flips."""
         return True
 
     def student_terms(self, v: torch.Tensor, y: torch.Tensor, t: Features | None,
@@ -187,9 +193,14 @@ class InversionMethod(Method):
         terms = {"loss_oh": F.cross_entropy(t.logits, y)}
         if self.bn_stats:
             terms["loss_bn"] = self.bn_stats.loss()
-        if self.cfg.w_adv > 0:
+        if self.cfg.w_adv > 0 and self.adversarial:
             terms["loss_adv"] = adversarial_loss(s.logits, t.logits)
         return terms
+
+    @property
+    def adversarial(self) -> bool:
+        """The adversarial term is off in the warm-up epochs (there is no student step yet)."""
+        return self.epoch > self.cfg.warmup_epochs
 
     def synthesis_weights(self) -> dict[str, float]:
         """The weight of each synthesis term."""
@@ -209,37 +220,70 @@ class InversionMethod(Method):
         z = torch.randn(self.batch_size, nz, device=device, requires_grad=True)
         y = torch.randint(0, self.num_classes, (self.batch_size,), device=device).sort().values
         opt = self.optimizer(generator, z)
-        if self.bn_stats:
-            self.bn_stats.reset()
         result = self.engine.phase(self.g_steps, lambda: (generator(z), y), self.synthesis_terms,
-                                   self.synthesis_weights(), opt, self.shared_parameters(generator))
+                                   self.synthesis_weights(), opt, self.shared_parameters(generator),
+                                   **self.phase_options(generator))
         self.end_phase(generator, result)
+        result.images = self.to_unit(result.images)
         return result
+
+    def phase_options(self, generator: nn.Module) -> dict[str, Any]:
+        """Extra arguments of the engine's phase (hooks; which batch is kept)."""
+        return {}
+
+    def to_unit(self, images: torch.Tensor) -> torch.Tensor:
+        """The kept batch as images in [0, 1] (what the pool stores)."""
+        return images
 
 
 class OnlineMethod(Method):
     """A persistent generator trained one step every `student_steps_per_g` student steps and
-    sampled afresh for every student batch; images are never stored."""
+    sampled for every student batch; images are never stored.
+
+    The student's images are fresh draws, the generator step's latents redrawn after its
+    update, or the generator step's own images (`online.student_batch`). Images a generator
+    makes in the model's input space (`tanh_bn`, `bn` outputs) reach the teacher as they are;
+    they are handed to the student step mapped back to [0, 1] through the dataset's mean and
+    std, which its normalisation undoes.
+    """
 
     source = "online"
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        cfg = ctx.cfg
-        self.generator = Generator(cfg.nz, cfg.ngf, ctx.info.image_size,
-                                   ctx.info.channels).to(ctx.device)
+        cfg, s = ctx.cfg, ctx.cfg.online
+        self.generator = Generator(cfg.nz, cfg.ngf, ctx.info.image_size, ctx.info.channels,
+                                   output=s.generator_output, wide=s.generator_wide,
+                                   conv_bias=s.generator_bias, bn_eps=s.generator_bn_eps,
+                                   init=s.generator_init).to(ctx.device)
         self.batch_size = 2 * ctx.batch_size
         self.bn_stats = BNStatistics(self.teacher.model) if cfg.w_bn > 0 else None
-        self.opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999),
+        self.opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g,
+                                    betas=(s.g_beta1, 0.999),
                                     **optimizer_options(cfg.optimizer_impl))
-        self.engine = InversionEngine(self.teacher, view=lambda x: self.augment(x, augment=False),
-                                      student=self.student, bn=self.bn_stats,
-                                      precision=Precision(cfg.precision, ctx.device))
+        view = ((lambda x: x) if self.generator.normalized_output
+                else (lambda x: self.augment(x, augment=False)))
+        self.engine = InversionEngine(self.teacher, view=view, student=self.student,
+                                      bn=self.bn_stats,
+                                      precision=Precision(cfg.precision, ctx.device),
+                                      student_context=self._student_context)
+        self.register_buffer("cache", torch.empty(0, device=ctx.device), persistent=True)
 
     @property
     def steps_per_generator_step(self) -> int:
         """Student steps per generator step."""
         return self.cfg.online.student_steps_per_g
+
+    @property
+    def augment_student(self) -> bool:
+        return self.cfg.online.augment_synthetic
+
+    def _student_context(self):
+        """The student in the generator step: frozen weights, BN in eval mode or (as ZSKT's and
+        DFAD's code run it) in train mode, which also moves its running statistics."""
+        if self.cfg.online.adv_student_mode == "eval":
+            return frozen(self.student.model)
+        return _frozen_in_train_mode(self.student.model)
 
     def generator_terms(self, x: torch.Tensor, v: torch.Tensor, y: None, t: Features,
                         s: Features | None) -> Terms:
@@ -254,12 +298,26 @@ class OnlineMethod(Method):
         device = next(self.generator.parameters()).device
         return torch.randn(n, self.generator.nz, device=device, generator=generator)
 
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Generator output -> images in [0, 1] space (the student step normalises them)."""
+        if not self.generator.normalized_output:
+            return x
+        norm = self.augment.normalize
+        return x * norm.std + norm.mean
+
     def generator_step(self) -> Terms:
         """One Adam step of the generator; returns its detached loss terms."""
         self.generator.train()
-        out = self.engine.step(lambda: (self.generator(self._z(self.batch_size)), None),
-                               self.generator_terms, self.generator_weights(), self.opt,
-                               self.generator.parameters(), use_student=self.cfg.w_adv > 0)
+        z = self._z(self.batch_size)
+        out = self.engine.step(lambda: (self.generator(z), None), self.generator_terms,
+                               self.generator_weights(), self.opt, self.generator.parameters(),
+                               use_student=self.cfg.w_adv > 0, clip=self.cfg.online.g_clip)
+        mode = self.cfg.online.student_batch
+        if mode == "same":  # the images this step saw (before its update)
+            self.cache = self.to_unit(out.x.detach())
+        elif mode == "after":  # the same latents through the updated generator
+            with torch.no_grad():
+                self.cache = self.to_unit(self.generator(z))
         terms = dict(out.terms)
         terms["loss_syn"] = out.loss
         return {k: val.detach() for k, val in terms.items()}
@@ -267,11 +325,16 @@ class OnlineMethod(Method):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`n` fresh images in [0, 1]; their labels are unknown (-1): the student step reads
-        the teacher's own outputs, so no extra teacher pass is spent here."""
-        self.generator.train()
-        x = self.generator(self._z(n, generator))
-        return x, torch.full((n,), -1, dtype=torch.long, device=x.device)
+        """`n` images in [0, 1] space; their labels are unknown (-1): the student step reads
+        the teacher's own outputs. A student batch is the kept one when the method keeps one;
+        with its own `generator` (pictures, diversity) the draw is always fresh."""
+        if generator is None and self.cache.numel() and self.cfg.online.student_batch != "fresh":
+            x = self.cache[:n]
+        else:
+            self.generator.train(self.cfg.online.sample_mode == "train")
+            x = self.to_unit(self.generator(self._z(n, generator)))
+            self.generator.train()
+        return x, torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
 
     @torch.no_grad()
     def teacher_labels(self, x: torch.Tensor) -> torch.Tensor:
@@ -284,7 +347,23 @@ class OnlineMethod(Method):
     def load_run_state(self, state: dict[str, Any]) -> None:
         state = dict(state)
         self.opt.load_state_dict(state.pop("generator_optimizer"))
+        if "cache" in state:
+            self.cache = state["cache"].to(self.cache.device)
         super().load_run_state(state)
+
+
+@contextmanager
+def _frozen_in_train_mode(model: nn.Module):
+    """The model without parameter gradients, in train mode; flags and mode restored."""
+    mode = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.train().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(mode)
 
 
 class RealDataMethod(Method):

@@ -28,10 +28,16 @@ class DFQSettings:
 
 @register_method("dfq")
 class DFQ(OnlineMethod):
-    """w_bn L_bn + w_oh CE(T, argmax T) + w_adv (-KL(T || S)) + w_balance (log K - H)."""
+    """w_bn L_bn + w_oh CE(T, argmax T) + w_adv (-KL(T || S)) + w_balance (log K - H).
+
+    As the DataFree (CMI) code runs it: a wide generator (4*ngf first map), 10 student steps
+    per generator step, student images sampled with the generator's BN in eval mode, no
+    augmentation.
+    """
 
     sections = (OnlineSettings, DFQSettings)
-    defaults = {"w_bn": 1.0, "w_oh": 1.0, "w_adv": 1.0, "tau": 1.0, "student_steps_per_g": 5}
+    defaults = {"w_bn": 1.0, "w_oh": 1.0, "w_adv": 1.0, "tau": 1.0, "student_steps_per_g": 10,
+                "generator_wide": True, "sample_mode": "eval", "generator_init": "pytorch"}
     summary = "Choi et al., CVPR-W 2020"
     images = "a persistent generator, fresh images every student step"
     generator_doc = "BN + one-hot + adversarial + class balance"

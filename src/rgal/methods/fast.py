@@ -11,31 +11,41 @@ from torch import nn
 
 from ..config import option
 from ..engine.inversion import PhaseResult
+from ..models.generator import Generator
 from .base import InversionMethod, MethodContext
 from .registry import register_method
 
 
 @dataclass
 class FastSettings:
-    """Fast-Datafree's latent learning rate and BN-statistics momentum."""
+    """Fast-Datafree's latent learning rate, BN-statistics momentum and meta update."""
 
     section: ClassVar[str] = "fast"
-    lr_z: float = option(0.015, "latent learning rate (0: lr_g)", lo=0)
-    bn_momentum: float = option(0.9, "momentum of the BN statistics across inner steps", lo=0,
+    lr_z: float = option(0.01, "latent learning rate (0: lr_g)", lo=0)
+    bn_momentum: float = option(0.9, "momentum of the moving average of earlier epochs' BN "
+                                     "statistics that each batch's are blended with", lo=0,
                                 hi=0.999)
+    meta_update: str = option("fomaml", "the meta generator's update: fomaml (the sum of the "
+                                        "inner steps' gradients, as the released scripts run "
+                                        "it) or reptile (towards the adapted copy)",
+                              choices=("fomaml", "reptile"))
 
 
 @register_method("fast")
 class Fast(InversionMethod):
-    """Each phase copies the meta generator, runs `g_steps` inner steps on the copy (with BN
-    statistics averaged by momentum across the steps), then moves the meta generator towards
-    the adapted copy (a Reptile step through its own Adam, lr = lr_g * g_steps)."""
+    """Each phase copies the meta generator and runs `g_steps` inner steps on the copy; the
+    meta generator then takes one step of its own Adam (lr = lr_g * g_steps) with the sum of
+    the inner steps' gradients (first-order MAML) or towards the adapted copy (Reptile).
+
+    BN statistics: each batch's are blended with a moving average (momentum 0.9) of earlier
+    epochs' last-inner-step statistics, folded in once per epoch and never reset.
+    """
 
     sections = (FastSettings,)
-    defaults = {"g_steps": 5, "lr_g": 5e-3, "w_bn": 10.0, "w_adv": 1.1}
+    defaults = {"g_steps": 5, "lr_g": 3e-3, "w_bn": 10.0, "w_adv": 1.1, "w_oh": 0.4}
     summary = "Fang et al., AAAI 2022"
-    images = "pool; a meta generator, few inner steps, Reptile update"
-    generator_doc = "BN (statistics with momentum) + one-hot + adversarial"
+    images = "pool; a meta generator, few inner steps, meta update"
+    generator_doc = "BN (moving-average statistics) + one-hot + adversarial"
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -43,6 +53,11 @@ class Fast(InversionMethod):
         self.meta_optimizer = torch.optim.Adam(self.generator.parameters(),
                                                lr=self.lr_g * self.g_steps, betas=(0.5, 0.999),
                                                **self.opt_options)
+
+    def make_generator(self, ctx: MethodContext) -> nn.Module:
+        cfg = ctx.cfg  # the meta generator keeps PyTorch's initialisation (it is never reset)
+        return Generator(cfg.nz, cfg.ngf, ctx.info.image_size, ctx.info.channels,
+                         init="pytorch")
 
     @property
     def bn_momentum(self) -> float:
@@ -54,24 +69,46 @@ class Fast(InversionMethod):
 
     def phase_generator(self) -> nn.Module:
         self.fast.load_state_dict(self.generator.state_dict())
+        for meta in self.generator.parameters():
+            meta.grad = torch.zeros_like(meta)
         return self.fast
+
+    def phase_options(self, generator: nn.Module) -> dict[str, Any]:
+        if self.cfg.fast.meta_update != "fomaml":
+            return {}
+
+        def add_inner_gradients() -> None:  # first-order MAML: sum of every inner gradient
+            for meta, fast in zip(self.generator.parameters(), generator.parameters(),
+                                  strict=True):
+                if fast.grad is not None:
+                    meta.grad.add_(fast.grad)
+
+        return {"on_grads": add_inner_gradients}
 
     @torch.no_grad()
     def end_phase(self, generator: nn.Module, result: PhaseResult) -> None:
-        for meta, fast in zip(self.generator.parameters(), generator.parameters(), strict=True):
-            meta.grad = meta - fast
+        if self.cfg.fast.meta_update == "reptile":
+            for meta, fast in zip(self.generator.parameters(), generator.parameters(),
+                                  strict=True):
+                meta.grad = meta - fast
         self.meta_optimizer.step()
         self.meta_optimizer.zero_grad(set_to_none=True)
         for meta, fast in zip(self.generator.buffers(), generator.buffers(), strict=True):
             meta.copy_(fast)  # BN running statistics follow the adapted copy
+        if self.bn_stats is not None and self.bn_momentum > 0:
+            self.bn_stats.update_momentum()  # this epoch's last batch joins the average
 
     def run_state(self) -> dict[str, Any]:
         state = {k: v for k, v in super().run_state().items() if not k.startswith("fast.")}
-        return {**state, "meta_optimizer": self.meta_optimizer.state_dict()}
+        bn = self.bn_stats.state_dict() if self.bn_stats is not None else {}
+        return {**state, "meta_optimizer": self.meta_optimizer.state_dict(), "bn_momentum": bn}
 
     def load_run_state(self, state: dict[str, Any]) -> None:
         state = dict(state)
         self.meta_optimizer.load_state_dict(state.pop("meta_optimizer"))
+        bn = state.pop("bn_momentum", {})
+        if self.bn_stats is not None:
+            self.bn_stats.load_state_dict(bn)
         super().load_run_state(state)
 
     def generators(self) -> list[nn.Module]:

@@ -40,13 +40,13 @@ class RGALSettings:
     w_rel_stu: float = option(0.1, "weight of the student relation loss (loss_rel_stu)", lo=0,
                               aliases=("w_stri",))
     w_cd: float = option(0.1, "weight of the pooled-feature L2 loss (loss_cd)", lo=0)
-    cd_start_stage: int = option(1, "first stage pair (0-based) used by the cd loss", lo=0,
-                                 hi=64)
+    cd_start_stage: int = option(0, "first stage pair (0-based) used by the cd loss (0: every "
+                                    "pair, as the reference code)", lo=0, hi=64)
     relation_direction: str = option("paper", "synthesis relation direction: paper (inverted "
                                               "triplet) or code (the released code's)",
                                      choices=("paper", "code"))
     syn_sampler: str = option("focal", "negative sampler in synthesis", choices=SAMPLER_CHOICES)
-    syn_relation_feature: str = option("last_stage", "feature of the synthesis relation: the "
+    syn_relation_feature: str = option("stages", "feature of the synthesis relation: the "
                                                      "stage maps of relation_stages (summed), "
                                                      "the last stage map, or the penultimate "
                                                      "feature",
@@ -66,7 +66,11 @@ class RGALSettings:
     stu_sampler: str = option("distance", "negative sampler in the student phase",
                               choices=SAMPLER_CHOICES)
     margin: float = option(0.2, "triplet margin", lo=0)
-    pair_sampling: bool = option(True, "take every pool image twice, as two augmentations")
+    pair_sampling: str = option("true", "true: every pool image twice, as two augmentations "
+                                        "(B images, 2B views); false: 2B distinct images, one "
+                                        "view each; single: B images, one view each (the "
+                                        "reference code without --pair_sample)",
+                                choices=("true", "false", "single"))
 
 
 def parse_stages(text: str) -> slice:
@@ -191,7 +195,8 @@ class RGAL(InversionMethod):
         "rgal-random-syn": {"method": "rgal", "syn_sampler": "random"},
         "rgal-no-syn-rel": {"method": "rgal", "w_rel_syn": 0.0},
         "rgal-no-stu-rel": {"method": "rgal", "w_rel_stu": 0.0},
-        "rgal-no-pairs": {"method": "rgal", "pair_sampling": False},
+        "rgal-distinct-views": {"method": "rgal", "pair_sampling": "false"},
+        "rgal-single-views": {"method": "rgal", "pair_sampling": "single"},
     }
 
     def __init__(self, ctx: MethodContext) -> None:
@@ -213,8 +218,9 @@ class RGAL(InversionMethod):
         parse_student_features(cfg.rgal.stu_relation_feature)
 
     @property
-    def pair_sampling(self) -> bool:  # type: ignore[override]
-        return self.cfg.rgal.pair_sampling
+    def pair_sampling(self) -> bool | str:  # type: ignore[override]
+        value = self.cfg.rgal.pair_sampling
+        return "single" if value == "single" else value == "true"
 
     @property
     def relation_active(self) -> bool:

@@ -47,9 +47,13 @@ class WRNStage(nn.Module):
 
 
 class WideResNet(nn.Module):
-    """WRN-depth-k: conv stem, three stages (16k, 32k, 64k channels), BN-ReLU, pool, `fc`."""
+    """WRN-depth-k: conv stem, three stages (16k, 32k, 64k channels), BN-ReLU, pool, `fc`.
 
-    stage_names = ("block1", "block2", "relu")
+    Its stage maps are the raw outputs of the three stages (the last one before the final
+    BN-ReLU), as the reference code's WRN returns them.
+    """
+
+    stage_names = ("block1", "block2", "block3")
     classifier_name = "fc"
 
     def __init__(self, depth: int, widen: int, num_classes: int = 10, in_channels: int = 3,

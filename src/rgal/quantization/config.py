@@ -70,8 +70,9 @@ class QuantizeConfig:
     out: str = _opt("runs/quantize", "output folder")
     seed: int = _opt(0, "random seed", lo=0, hi=2**31 - 1)
     device: str = _opt("auto", "auto, cpu, cuda, cuda:1, mps")
-    precision: str = _opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
-                          choices=("fp32", "bf16", "fp16"))
+    precision: str = _opt("fp32", "fp32, bf16 (autocast), fp16 (autocast + loss scaling), or "
+                                  "auto (bf16 where the device has native bf16, else fp32)",
+                          choices=("fp32", "bf16", "fp16", "auto"))
     eval_batch_size: int = _opt(1000, "evaluation batch size", lo=1, hi=65_536)
     holdout: int = _opt(0, "evaluate on the last N training images instead of the test set "
                         "(for choosing settings); ptq-real then calibrates before them", lo=0)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..amp import Precision, optimizer_options
+from ..amp import Precision, channels_last_for, optimizer_options
 from ..config import DistillConfig
 from ..data.augment import Augment
 from ..data.datasets import DatasetInfo, ImageTensors
@@ -95,14 +95,12 @@ class DistillJob(Job):
         self.kind = self.method.source
         self._speed_ups(cfg)
         params = list(self.student.parameters()) + list(self.method.student_parameters())
-        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay,
-                                         **optimizer_options(cfg.optimizer_impl))
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer,
-                                                                    T_max=cfg.epochs)
+        self.optimizer = student_optimizer(cfg, params)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=max(1, cfg.epochs - cfg.warmup_epochs))
         self.phase = StudentPhase(self.method, self.t_ext, s_ext, self.augment, self.optimizer,
                                   batch_size=self.local_batch,
-                                  precision=Precision(cfg.precision, device))
+                                  precision=Precision(cfg.precision, device), clip=cfg.clip_grad)
         self.pool = ImagePool(info.channels, info.image_size, device)
         self.source = (self.pool if self.kind == "pool" else self.method
                        if self.kind == "online" else RealImages(setup.train, device))
@@ -114,8 +112,9 @@ class DistillJob(Job):
 
     def _speed_ups(self, cfg: DistillConfig) -> None:
         """channels-last layout and torch.compile, where the config asks for them."""
+        channels_last = channels_last_for(cfg.channels_last, self.device)
         for net in [self.teacher, self.student, *self.method.generators()]:
-            if cfg.channels_last:
+            if channels_last:
                 net.to(memory_format=torch.channels_last)
             if cfg.compile:
                 net.compile()
@@ -137,12 +136,13 @@ class DistillJob(Job):
         self.images_synthesized = state["images_synthesized"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scheduler.T_max = cfg.epochs
+        self.scheduler.T_max = max(1, cfg.epochs - cfg.warmup_epochs)
         self.scheduler.base_lrs = [cfg.lr for _ in self.scheduler.base_lrs]
         for group, lr in zip(self.optimizer.param_groups, self.scheduler._get_closed_form_lr(),
                              strict=True):
-            group.update(lr=lr, initial_lr=cfg.lr, momentum=cfg.momentum,
-                         weight_decay=cfg.weight_decay)
+            group.update(lr=lr, initial_lr=cfg.lr, weight_decay=cfg.weight_decay)
+            if "momentum" in group:
+                group["momentum"] = cfg.momentum
         self.pool.load_state_dict(state["pool"])
         partial = state.get("partial")
         self.method.start_epoch(partial["epoch"] if partial else state["epoch"] + 1)
@@ -151,7 +151,7 @@ class DistillJob(Job):
 
     # -- one epoch ----------------------------------------------------------------------------
     def steps(self, epoch: int) -> int:
-        return self.cfg.kd_steps
+        return 0 if epoch <= self.cfg.warmup_epochs else self.cfg.kd_steps
 
     def begin_epoch(self, epoch: int) -> dict[str, Any]:
         """The synthesis phase of a pool method; its kept batch joins the pool."""
@@ -170,16 +170,18 @@ class DistillJob(Job):
 
     def step(self, epoch: int, step: int, prelude: dict[str, Any]) -> dict[str, torch.Tensor]:
         step_terms: dict[str, torch.Tensor] = {}
-        if self.kind == "online":
+        if self.kind == "online":  # count the images the student trains on, each once
+            fresh = self.cfg.online.student_batch == "fresh"
             if step % self.method.steps_per_generator_step == 0:
                 step_terms = self.method.generator_step()
-            views = 2 * self.cfg.batch_size
-            self.images_synthesized += views // (2 if self.method.pair_sampling else 1)
+                self.images_synthesized += 0 if fresh else self.method.batch_size
+            self.images_synthesized += self.method.batch_size if fresh else 0
         step_terms.update(self.phase.step(self.source))
         return step_terms
 
     def finish_epoch(self, epoch: int) -> None:
-        self.scheduler.step()
+        if epoch > self.cfg.warmup_epochs:
+            self.scheduler.step()
         broadcast_module(self.student)  # BN running statistics as rank 0's
 
     def end_epoch(self, epoch: int, prelude: dict[str, Any], means: dict[str, float],
@@ -246,6 +248,15 @@ class DistillJob(Job):
         return {k: v if math.isfinite(v) else None for k, v in measures.items()}  # valid JSON
 
 
+def student_optimizer(cfg: DistillConfig, params: list) -> torch.optim.Optimizer:
+    """SGD with momentum (the default) or Adam, over the student's trained parameters."""
+    if cfg.student_optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                **optimizer_options(cfg.optimizer_impl))
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, **optimizer_options(cfg.optimizer_impl))
+
+
 def run_distillation(setup: DistillSetup, log: Callable[[str], None] = tqdm.write
                      ) -> dict[str, Any]:
     """Run (or resume) every epoch, checkpointing each; write the outputs, return the summary
@@ -305,7 +316,10 @@ def finish_distillation(setup: DistillSetup, job: DistillJob, loop: TrainingLoop
         "images_synthesized": job.images_synthesized,
         "student_params": sum(p.numel() for p in job.student.parameters()),
         "teacher_params": sum(p.numel() for p in job.teacher.parameters()),
-        "device": str(setup.device), "processes": job.world, "config": cfg.to_dict(),
+        "device": str(setup.device), "processes": job.world,
+        "precision": job.phase.precision.name,
+        "channels_last": channels_last_for(cfg.channels_last, setup.device),
+        "config": cfg.to_dict(),
     }
     if folder and cfg.export == "onnx" and setup.test is not None:
         summary["onnx"] = export_student(job.student, setup.info, setup.test, folder.path,

@@ -47,21 +47,24 @@ class StudentPhase:
 
     def __init__(self, method: Method, teacher: FeatureExtractor, student: FeatureExtractor,
                  augment: Augment, optimizer: torch.optim.Optimizer, *, batch_size: int,
-                 precision: Precision | None = None) -> None:
+                 precision: Precision | None = None, clip: float = 0.0) -> None:
         self.method, self.teacher, self.student = method, teacher, student
         self.augment, self.optimizer = augment, optimizer
-        self.batch_size = batch_size
+        self.batch_size, self.clip = batch_size, clip
         self.precision = precision or Precision("fp32")
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
 
     def batch(self, source: ImageSource) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augmented views and labels: B images twice (pair sampling) or 2B once."""
-        if self.method.pair_sampling:
+        """Views and labels: B images twice (pair sampling), 2B images once, or B once."""
+        pairs = self.method.pair_sampling
+        if pairs == "single":
+            x, y = source.sample(self.batch_size)
+        elif pairs:
             x, y = source.sample(self.batch_size)
             x, y = torch.cat([x, x]), torch.cat([y, y])
         else:
             x, y = source.sample(2 * self.batch_size)
-        return self.augment(x), y
+        return self.augment(x, augment=self.method.augment_student), y
 
     def step(self, source: ImageSource) -> dict[str, torch.Tensor]:
         """One optimisation step; returns the detached loss terms."""
@@ -76,6 +79,6 @@ class StudentPhase:
             terms = self.method.student_terms(v, y, t, s)
             loss = weighted_sum(terms, self.method.student_weights())
         self.optimizer.zero_grad(set_to_none=True)
-        self.precision.step(loss, self.optimizer, self.params)
+        self.precision.step(loss, self.optimizer, self.params, self.clip)
         terms["loss_student"] = loss
         return {k: val.detach() for k, val in terms.items()}

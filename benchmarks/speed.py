@@ -1,0 +1,97 @@
+"""The side-by-side speed setting: `rgal distill` on the CIFAR shape, timed per phase.
+
+    OMP_NUM_THREADS=1 python benchmarks/speed.py [--precision fp32|bf16|auto] [--device cpu]
+                                                 [--profile] [--repeat 3]
+
+Setting (the one the authors' released code was timed on, on this project's 2-core CPU):
+wrn40_2 -> wrn16_1 with random weights, 2 epochs, 10 generator steps and 20 student steps per
+epoch, synthesis batch 64, student batch 64 images x 2 views, one CPU thread. Printed: the
+seconds spent in synthesis and in the student phase, summed over the two epochs (evaluation
+and file writing excluded, as in the reference timing), and the ratio to the reference's
+figures (synthesis 32 s, student phase 71 s, total 103 s, fp32, measured on this machine
+with the authors' code as released).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+from rgal.data.base import ImageTensors  # noqa: E402
+from rgal.data.datasets import dataset_info  # noqa: E402
+from rgal.methods import distill_config  # noqa: E402
+from rgal.models import create_model  # noqa: E402
+from rgal.train.distill import DistillSetup, run_distillation, run_folder  # noqa: E402
+
+REFERENCE = {"synthesis": 32.0, "student": 71.0, "total": 103.0}  # authors' code, fp32, 1 core
+SETTING = {"dataset": "cifar10", "teacher": "wrn40_2", "student": "wrn16_1", "epochs": 2,
+           "g_steps": 10, "kd_steps": 20, "synthesis_batch_size": 64, "batch_size": 64,
+           "nz": 256, "ngf": 64, "reset_generator": True, "grid_every": 0,
+           "diversity_samples": 0, "progress": False, "teacher_weights": "random"}
+
+
+def run_once(precision: str, device: str, **extra) -> dict[str, float]:
+    """One 2-epoch run; seconds per phase summed over the epochs."""
+    cfg = distill_config(SETTING, {"precision": precision, "device": device, **extra})
+    info = dataset_info("cifar10")
+    torch.manual_seed(0)
+    teacher = create_model("wrn40_2", 10, 3)
+    student = create_model("wrn16_1", 10, 3)
+    g = torch.Generator().manual_seed(0)
+    test = ImageTensors(torch.randint(0, 256, (500, 3, 32, 32), dtype=torch.uint8, generator=g),
+                        torch.randint(0, 10, (500,), generator=g))
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.out = tmp
+        setup = DistillSetup(cfg, info, teacher, student, test, torch.device(device),
+                             run_folder(tmp))
+        t0 = time.time()
+        summary = run_distillation(setup, log=lambda _m: None)
+        wall = time.time() - t0
+    return {"synthesis": summary["synthesis_s"], "student": summary["distill_s"],
+            "total": summary["synthesis_s"] + summary["distill_s"], "wall": wall}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeat", type=int, default=3, help="runs (the median is reported)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--profile", action="store_true", help="a torch profile of one run")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+    from rgal.config import parse_set
+
+    extra = parse_set(args.set)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run_once(args.precision, args.device, **extra)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+        return 0
+    runs = [run_once(args.precision, args.device, **extra) for _ in range(args.repeat)]
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print(f"threads {torch.get_num_threads()}, precision {args.precision}, device "
+          f"{args.device}, {args.repeat} runs (median)")
+    for k in ("synthesis", "student", "total"):
+        print(f"{k:10s} {med[k]:7.2f} s   reference {REFERENCE[k]:6.1f} s   "
+              f"x{REFERENCE[k] / med[k]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"median": med, "runs": runs}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
