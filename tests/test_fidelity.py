@@ -127,3 +127,33 @@ def test_rgal_relation_and_cd_layers_follow_the_reference():
     wrn = create_model("wrn16_1", 10, 3)
     feats = FeatureExtractor(wrn)(torch.randn(4, 3, 32, 32))
     assert [m.shape[1] for m in RelationTerms(syn_feature="stages").embedding(feats)] == [64]
+
+
+def test_nayer_loops_noisy_layers_and_generator_life(tmp_path):
+    from rgal.config import ConfigError
+    from rgal.methods.nayer import balanced_labels, load_class_embeddings
+
+    t, s = _models()
+    nayer = create_method("nayer", t, s, INFO, g_steps=2, g_life=3, **SMALL)
+    gen = nayer.generator
+    e = gen.embeddings
+    assert torch.allclose(e @ e.t(), torch.eye(10), atol=1e-5)  # random orthonormal, per class
+    assert len(gen.noisy) == 1 and not hasattr(gen, "z")  # ceil(8 / 10) chunks, no latent
+    assert balanced_labels(23, 10, torch.device("cpu"))[:20].tolist() == list(range(10)) * 2
+    body = [p.clone() for p in gen.body.parameters()]
+    result = nayer.synthesize()  # epoch 1: a new generator, two loops
+    assert result.images.shape[0] == 2 * 8 and nayer.cfg.nayer.g_loops == 2
+    noisy = gen.noisy[0].weight.clone()
+    trained = [p.clone() for p in gen.body.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(body, trained, strict=True))
+    nayer.start_epoch(2)
+    nayer.synthesize()  # the body persists; the noisy layer is redrawn
+    assert not torch.equal(noisy, gen.noisy[0].weight)
+    assert float(gen.noisy[0].weight.std()) > 0.5  # N(0, 1), not the trained layer
+    path = tmp_path / "emb.pt"
+    torch.save(torch.randn(10, 7), path)
+    assert load_class_embeddings(path, 10).shape == (10, 7)
+    with pytest.raises(ConfigError, match="one"):
+        load_class_embeddings(path, 5)
+    with pytest.raises(ConfigError, match="rgal\\[clip\\]|could not load"):
+        create_method("nayer", t, s, INFO, embeddings="clip", **SMALL)

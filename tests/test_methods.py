@@ -31,6 +31,9 @@ EXPECTED_TERMS = {
     "fast": {"loss_bn", "loss_oh", "loss_adv", "loss_kd"},
     "fast+rgal": {"loss_bn", "loss_oh", "loss_adv", "loss_rel_syn", "loss_kd", "loss_cd",
                   "loss_rel_stu"},
+    "nayer": {"loss_bn", "loss_oh", "loss_adv", "loss_kd"},
+    "nayer+rgal": {"loss_bn", "loss_oh", "loss_adv", "loss_rel_syn", "loss_kd", "loss_cd",
+                   "loss_rel_stu"},
     "dafl": {"loss_oh", "loss_act", "loss_ie", "loss_kd"},
     "zskt": {"loss_adv", "loss_kd", "loss_at"},
     "dfad": {"loss_adv", "loss_l1"},
@@ -75,7 +78,7 @@ def test_one_tiny_epoch_has_finite_named_losses_and_changes_the_student(
 
 def test_method_defaults_apply_under_user_settings():
     cfg = distill_config({"method": "fast"})
-    assert cfg.g_steps == method_defaults()["fast"]["g_steps"] and cfg.fast.bn_momentum == 0.9
+    assert cfg.g_steps == method_defaults()["fast"]["g_steps"] and cfg.bn_momentum == 0.9
     assert distill_config({"method": "fast"}, {"g_steps": 7}).g_steps == 7
     assert distill_config({"method": "zskt"}).zskt.w_at == 250.0
     assert distill_config({"method": "zskt"}, {"zskt": {"w_at": 10}}).zskt.w_at == 10.0

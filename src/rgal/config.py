@@ -75,6 +75,9 @@ class DistillConfig:
     w_oh: float = option(1.0, "weight of the one-hot cross-entropy loss (loss_oh)", lo=0)
     w_adv: float = option(1.0, "weight of the adversarial loss (loss_adv)", lo=0)
     reset_generator: bool = option(False, "re-initialise the generator every synthesis phase")
+    bn_momentum: float = option(0.0, "blend each batch's BN statistics with a moving average "
+                                     "of earlier phases' (momentum m: (1-m) batch + m average; "
+                                     "0: off; Fast-Datafree, NAYER)", lo=0, hi=0.999)
     nz: int = option(256, "generator latent size", lo=1, hi=65_536)
     ngf: int = option(32, "generator width", lo=1, hi=4096)
     tau: float = option(20.0, "KD temperature", lo=0, lo_open=True)

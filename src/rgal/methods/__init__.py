@@ -22,8 +22,8 @@ from .registry import (
 from .rgal import RelationTerms
 
 # registration order is the order of the README table and of `rgal bench`
-BUILTIN = ("rgal", "deepinv", "cmi", "fast", "cmi_rgal", "fast_rgal", "dafl", "zskt", "dfad",
-           "dfq", "kd_real", "scratch")
+BUILTIN = ("rgal", "deepinv", "cmi", "fast", "nayer", "cmi_rgal", "fast_rgal", "nayer_rgal",
+           "dafl", "zskt", "dfad", "dfq", "kd_real", "scratch")
 for _module in BUILTIN:
     importlib.import_module(f".{_module}", __name__)
 

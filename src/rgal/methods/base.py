@@ -163,8 +163,8 @@ class InversionMethod(Method):
 
     @property
     def bn_momentum(self) -> float:
-        """Momentum of the BN statistics compared with the teacher's (0: this batch's only)."""
-        return 0.0
+        """Momentum of the moving average BN statistics are blended with (0: this batch's)."""
+        return self.cfg.bn_momentum
 
     @property
     def lr_z(self) -> float:
@@ -224,12 +224,25 @@ class InversionMethod(Method):
                                    self.synthesis_weights(), opt, self.shared_parameters(generator),
                                    **self.phase_options(generator))
         self.end_phase(generator, result)
+        if self.bn_stats is not None and self.bn_momentum > 0:
+            self.bn_stats.update_momentum()  # this phase's last batch joins the average
         result.images = self.to_unit(result.images)
         return result
 
     def phase_options(self, generator: nn.Module) -> dict[str, Any]:
         """Extra arguments of the engine's phase (hooks; which batch is kept)."""
         return {}
+
+    def run_state(self) -> dict[str, Any]:
+        bn = self.bn_stats.state_dict() if self.bn_stats is not None else {}
+        return {**super().run_state(), "bn_momentum": bn}
+
+    def load_run_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        bn = state.pop("bn_momentum", {})
+        if self.bn_stats is not None:
+            self.bn_stats.load_state_dict(bn)
+        super().load_run_state(state)
 
     def to_unit(self, images: torch.Tensor) -> torch.Tensor:
         """The kept batch as images in [0, 1] (what the pool stores)."""

@@ -22,9 +22,6 @@ class FastSettings:
 
     section: ClassVar[str] = "fast"
     lr_z: float = option(0.01, "latent learning rate (0: lr_g)", lo=0)
-    bn_momentum: float = option(0.9, "momentum of the moving average of earlier epochs' BN "
-                                     "statistics that each batch's are blended with", lo=0,
-                                hi=0.999)
     meta_update: str = option("fomaml", "the meta generator's update: fomaml (the sum of the "
                                         "inner steps' gradients, as the released scripts run "
                                         "it) or reptile (towards the adapted copy)",
@@ -42,7 +39,8 @@ class Fast(InversionMethod):
     """
 
     sections = (FastSettings,)
-    defaults = {"g_steps": 5, "lr_g": 3e-3, "w_bn": 10.0, "w_adv": 1.1, "w_oh": 0.4}
+    defaults = {"g_steps": 5, "lr_g": 3e-3, "w_bn": 10.0, "w_adv": 1.1, "w_oh": 0.4,
+                "bn_momentum": 0.9}
     summary = "Fang et al., AAAI 2022"
     images = "pool; a meta generator, few inner steps, meta update"
     generator_doc = "BN (moving-average statistics) + one-hot + adversarial"
@@ -58,10 +56,6 @@ class Fast(InversionMethod):
         cfg = ctx.cfg  # the meta generator keeps PyTorch's initialisation (it is never reset)
         return Generator(cfg.nz, cfg.ngf, ctx.info.image_size, ctx.info.channels,
                          init="pytorch")
-
-    @property
-    def bn_momentum(self) -> float:
-        return self.cfg.fast.bn_momentum
 
     @property
     def lr_z(self) -> float:
@@ -95,20 +89,14 @@ class Fast(InversionMethod):
         self.meta_optimizer.zero_grad(set_to_none=True)
         for meta, fast in zip(self.generator.buffers(), generator.buffers(), strict=True):
             meta.copy_(fast)  # BN running statistics follow the adapted copy
-        if self.bn_stats is not None and self.bn_momentum > 0:
-            self.bn_stats.update_momentum()  # this epoch's last batch joins the average
 
     def run_state(self) -> dict[str, Any]:
         state = {k: v for k, v in super().run_state().items() if not k.startswith("fast.")}
-        bn = self.bn_stats.state_dict() if self.bn_stats is not None else {}
-        return {**state, "meta_optimizer": self.meta_optimizer.state_dict(), "bn_momentum": bn}
+        return {**state, "meta_optimizer": self.meta_optimizer.state_dict()}
 
     def load_run_state(self, state: dict[str, Any]) -> None:
         state = dict(state)
         self.meta_optimizer.load_state_dict(state.pop("meta_optimizer"))
-        bn = state.pop("bn_momentum", {})
-        if self.bn_stats is not None:
-            self.bn_stats.load_state_dict(bn)
         super().load_run_state(state)
 
     def generators(self) -> list[nn.Module]:
