@@ -233,3 +233,49 @@ def test_synthesis_phase_stops_on_a_non_finite_loss():
         syn.synthesize()
     assert e.value.phase == "synthesis" and e.value.step == 1
     assert e.value.term in ("loss_bn", "loss_syn")
+
+
+@pytest.mark.parametrize("name,channels", [("smallcnn", 1), ("resnet20", 3), ("wrn16_1", 3)])
+def test_folded_batchnorm_gives_the_same_outputs_and_bn_statistics_loss(name, channels):
+    """Folding a frozen model's BatchNorms into the convolutions before them changes neither
+    its outputs nor the BN-statistics loss, nor the loss's gradient w.r.t. the images."""
+    from rgal.losses import BNStatistics
+    from rgal.models import create_model
+    from rgal.models.features import find_batchnorms
+    from rgal.models.fold import fold_batchnorms
+
+    torch.manual_seed(0)
+    model = create_model(name, 10, channels).eval().requires_grad_(False)
+    for bn in find_batchnorms(model):  # trained-looking statistics and affine maps
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.2, 0.2)
+    size = 28 if channels == 1 else 32
+    x = torch.randn(6, channels, size, size)
+    folded, folds = fold_batchnorms(model, x)
+    remaining = len(find_batchnorms(folded))
+    assert folds and remaining + len(folds) == len(find_batchnorms(model))
+    if name != "wrn16_1":  # conv -> BN everywhere; WRN's pre-activation BNs stay
+        assert remaining == 0
+    assert torch.allclose(folded(x), model(x), atol=1e-4, rtol=1e-4)
+    plain, fast = BNStatistics(model), BNStatistics(folded, folds=folds)
+    xa = x.clone().requires_grad_(True)
+    model(xa)
+    a = plain.loss()
+    a.backward()
+    xb = x.clone().requires_grad_(True)
+    folded(xb)
+    b = fast.loss()
+    b.backward()
+    assert float(b) == pytest.approx(float(a), rel=1e-4)
+    # the same gradient: in float64 the two computations agree to rounding
+    model, x = model.double(), x.double()
+    folded, folds = fold_batchnorms(model, x)
+    plain, fast = BNStatistics(model), BNStatistics(folded, folds=folds)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    model(xa)
+    plain.loss().backward()
+    folded(xb)
+    fast.loss().backward()
+    assert float((xb.grad - xa.grad).abs().max() / xa.grad.abs().max()) < 1e-6

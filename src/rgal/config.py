@@ -95,6 +95,8 @@ class DistillConfig:
                                             "foreach or fused",
                                  choices=("default", "foreach", "fused"))
     compile: bool = option(False, "torch.compile the teacher, student and generator")
+    fold_bn: bool = option(True, "fold the frozen teacher's BatchNorms into the convolutions "
+                                 "before them (same results, less work)")
     eval_batch_size: int = option(1000, "test-set batch size", lo=1, hi=65_536)
     test_per_class: int = option(0, "imagenet: evaluate on a balanced subset of N val images "
                                     "per class (0: all 50k, 7.5 GB in memory)", lo=0,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..distributed import sum_differentiable, world_size
 from ..models.features import find_batchnorms
+from ..models.fold import FoldedBN
 
 
 class BNStatistics:
@@ -22,8 +22,10 @@ class BNStatistics:
     by a new phase; `reset()` forgets it.
     """
 
-    def __init__(self, model: nn.Module, momentum: float = 0.0) -> None:
-        self.layers = find_batchnorms(model)
+    def __init__(self, model: nn.Module, momentum: float = 0.0,
+                 folds: list[FoldedBN] | None = None) -> None:
+        folds = list(folds or [])
+        self.layers: list[nn.Module] = [*find_batchnorms(model), *(f.conv for f in folds)]
         if not self.layers:
             raise ValueError(f"{type(model).__name__} has no BatchNorm layer with running "
                              "statistics; BN-statistics losses need one")
@@ -32,14 +34,23 @@ class BNStatistics:
         self.momentum = momentum
         self._last: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.layers)
         self._ema: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.layers)
-        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]
+        plain = len(self.layers) - len(folds)
+        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in
+                         enumerate(self.layers[:plain])]
+        self._handles += [f.conv.register_forward_hook(self._hook(plain + j, f))
+                          for j, f in enumerate(folds)]
 
-    def _hook(self, i: int):
-        def hook(m: _BatchNorm, inp, _out):
+    def _hook(self, i: int, fold: FoldedBN | None = None):
+        """A BatchNorm's input statistics: from its input, or (folded into the convolution
+        before it) from the convolution's output, mapped back exactly."""
+        def hook(m: nn.Module, inp, out):
             if not self.enabled:
                 return
-            mean, var = (global_mean_var(inp[0]) if world_size() > 1
-                         else batch_mean_var(inp[0]))
+            x = inp[0] if fold is None else out
+            mean, var = global_mean_var(x) if world_size() > 1 else batch_mean_var(x)
+            if fold is not None:
+                mean, var = fold.input_stats(mean, var)
+                m = fold
             if self.momentum > 0:
                 self._last[i] = (mean.detach(), var.detach())
                 ema = self._ema[i]
@@ -98,27 +109,30 @@ class BNStatistics:
 
 
 class _BatchMeanVar(torch.autograd.Function):
-    """Per-channel mean and biased variance in one reduction, with a one-pass backward.
+    """Per-channel mean and biased variance, with a one-pass backward.
 
-    d mean / dx = 1/n and d var / dx = 2 (x - mean) / n, so the input gradient is
-    (x - mean) * 2 g_var / n + g_mean / n: one fused multiply-add over the map.
+    Two passes forward (mean, then the mean of squared deviations: faster on CPUs than
+    var_mean and as stable). d mean / dx = 1/n and d var / dx = 2 (x - mean) / n, so the input
+    gradient is one fused multiply-add over the saved deviations.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dims = [0, *range(2, x.dim())]
-        var, mean = torch.var_mean(x, dim=dims, correction=0)
-        ctx.save_for_backward(x, mean)
-        return mean, var
+        mean = x.mean(dims, keepdim=True)
+        centred = x - mean
+        var = centred.square().mean(dims)
+        ctx.save_for_backward(centred)
+        return mean.flatten(), var
 
     @staticmethod
     def backward(ctx, g_mean: torch.Tensor, g_var: torch.Tensor) -> torch.Tensor:
-        x, mean = ctx.saved_tensors
-        n = x.numel() // x.shape[1]
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        g_mean = torch.zeros_like(mean) if g_mean is None else g_mean
-        g_var = torch.zeros_like(mean) if g_var is None else g_var
-        centred = x - mean.view(shape)
+        (centred,) = ctx.saved_tensors
+        n = centred.numel() // centred.shape[1]
+        shape = (1, -1) + (1,) * (centred.dim() - 2)
+        zeros = centred.new_zeros(centred.shape[1])
+        g_mean = zeros if g_mean is None else g_mean
+        g_var = zeros if g_var is None else g_var
         return torch.addcmul((g_mean / n).view(shape), centred, (2.0 * g_var / n).view(shape))
 
 

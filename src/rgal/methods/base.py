@@ -15,7 +15,7 @@ student's images come from:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -29,6 +29,7 @@ from ..data.datasets import DatasetInfo
 from ..engine.inversion import InversionEngine, PhaseResult, frozen
 from ..losses import BNStatistics, adversarial_loss, kd_loss
 from ..models.features import FeatureExtractor, Features, freeze
+from ..models.fold import FoldedBN
 from ..models.generator import Generator
 
 Terms = dict[str, torch.Tensor]
@@ -52,6 +53,7 @@ class MethodContext:
     feature_dim: int
     batch_size: int
     synthesis_batch_size: int
+    teacher_folds: list[FoldedBN] = field(default_factory=list)
 
 
 class Method(nn.Module):
@@ -67,6 +69,7 @@ class Method(nn.Module):
     generator_doc: ClassVar[str] = ""  # the generator's objective (README table)
     student_doc: ClassVar[str] = "KD"  # the student's objective (README table)
     in_suite: ClassVar[bool] = True  # part of `rgal bench`'s default suite
+    fold_teacher: ClassVar[bool] = True  # its terms work on a teacher with folded BatchNorms
     pair_sampling: bool = False  # every image taken twice as two views (RGAL's batches)
 
     def __init__(self, ctx: MethodContext) -> None:
@@ -150,7 +153,8 @@ class InversionMethod(Method):
         self.batch_size, self.g_steps = ctx.synthesis_batch_size, cfg.g_steps
         self.lr_g = cfg.lr_g
         self.opt_options = optimizer_options(cfg.optimizer_impl)
-        self.bn_stats = BNStatistics(self.teacher.model, self.bn_momentum) if cfg.w_bn > 0 else None
+        self.bn_stats = (BNStatistics(self.teacher.model, self.bn_momentum, ctx.teacher_folds)
+                         if cfg.w_bn > 0 else None)
         self.engine = InversionEngine(self.teacher, view=self.augment, student=self.student,
                                       bn=self.bn_stats,
                                       precision=Precision(cfg.precision, ctx.device),
@@ -270,7 +274,8 @@ class OnlineMethod(Method):
                                    conv_bias=s.generator_bias, bn_eps=s.generator_bn_eps,
                                    init=s.generator_init).to(ctx.device)
         self.batch_size = 2 * ctx.batch_size
-        self.bn_stats = BNStatistics(self.teacher.model) if cfg.w_bn > 0 else None
+        self.bn_stats = (BNStatistics(self.teacher.model, folds=ctx.teacher_folds)
+                         if cfg.w_bn > 0 else None)
         self.opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g,
                                     betas=(s.g_beta1, 0.999),
                                     **optimizer_options(cfg.optimizer_impl))

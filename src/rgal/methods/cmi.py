@@ -110,6 +110,7 @@ class CMI(InversionMethod):
     """
 
     sections = (CMISettings,)
+    fold_teacher = False  # its contrastive feature reads every BatchNorm's input
     defaults = {"reset_generator": True, "w_adv": 0.5}
     summary = "Fang et al., IJCAI 2021"
     images = "pool; generator re-initialised each phase"

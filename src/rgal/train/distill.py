@@ -29,6 +29,7 @@ from ..engine.evaluate import evaluate
 from ..engine.html_report import write_report
 from ..engine.report import plot_curves, save_grid
 from ..methods import get_method, method_context
+from ..methods.build import frozen_teacher
 from ..models.features import FeatureExtractor, freeze
 from ..models.weights import save_weights
 from ..utils import seed_everything
@@ -89,8 +90,10 @@ class DistillJob(Job):
         self.teacher = freeze(setup.teacher.to(device))
         self.student = setup.student.to(device)
         self.augment = Augment(info.mean, info.std, info.crop_padding, info.hflip).to(device)
-        self.t_ext, s_ext = FeatureExtractor(self.teacher), FeatureExtractor(self.student)
-        ctx = method_context(cfg, self.t_ext, s_ext, self.augment, info, device, self.world)
+        self.reader, folds = frozen_teacher(self.teacher, cfg, info, device)
+        self.t_ext, s_ext = FeatureExtractor(self.reader), FeatureExtractor(self.student)
+        ctx = method_context(cfg, self.t_ext, s_ext, self.augment, info, device, self.world,
+                             folds)
         self.method = get_method(cfg.method)(ctx)
         self.kind = self.method.source
         self._speed_ups(cfg)
@@ -113,7 +116,7 @@ class DistillJob(Job):
     def _speed_ups(self, cfg: DistillConfig) -> None:
         """channels-last layout and torch.compile, where the config asks for them."""
         channels_last = channels_last_for(cfg.channels_last, self.device)
-        for net in [self.teacher, self.student, *self.method.generators()]:
+        for net in [self.reader, self.student, *self.method.generators()]:
             if channels_last:
                 net.to(memory_format=torch.channels_last)
             if cfg.compile:
@@ -243,7 +246,7 @@ class DistillJob(Job):
         gen = torch.Generator(device="cpu" if self.kind != "online" else self.device)
         gen.manual_seed(self.cfg.seed * 100_003 + epoch)
         images, _ = self.source.sample(n, generator=gen)
-        measures = teacher_diversity(self.teacher, self.t_ext, images, self.augment.normalize,
+        measures = teacher_diversity(self.reader, self.t_ext, images, self.augment.normalize,
                                      self.cfg.eval_batch_size)
         return {k: v if math.isfinite(v) else None for k, v in measures.items()}  # valid JSON
 
