@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/rgal distill
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -1,14 +1,17 @@
 """The accuracy benchmark: every method and RGAL ablation on the Fashion-MNIST default.
 
-Runs `rgal bench` with its default suite (shipped teacher, the demo's student, 2 seeds, the
-default budget) into runs/bench_accuracy and copies the table to benchmarks/results.md and
-the accuracy plots and a half-size sample montage to benchmarks/results_*.png.
+Runs `rgal bench` with its default suite (shipped teacher, the demo's student, 5 seeds, the
+default budget, each method with the settings `rgal bench --search` chose for it, shipped in
+src/rgal/train/tuned/) into runs/bench_accuracy and copies the table to benchmarks/results.md
+and the accuracy plots and a half-size sample montage to benchmarks/results_*.png.
 Interrupted? Run it again: finished runs are kept and a killed one resumes.
 
-    python benchmarks/accuracy.py [--seeds 2] [--out runs/bench_accuracy] [--holdout]
+    python benchmarks/accuracy.py [--seeds 5] [--jobs 2] [--methods a,b] [--out DIR]
+    python benchmarks/accuracy.py --search [--methods a,b]     # held-out search, then copy
+                                                               # tuned.yaml into the package
 
-`--holdout` evaluates on the last 10,000 training images instead of the test set: the
-split on which settings are chosen (the table is then not copied).
+`--search` runs each method's search space on the last 10,000 training images (never the
+test set), one seed, and copies the chosen settings to the package's tuned file.
 """
 
 from __future__ import annotations
@@ -26,23 +29,32 @@ HERE = Path(__file__).resolve().parent
 def run(argv: list[str] | None = None) -> int:
     """Run the suite; return the exit status."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=None, help="default 5 (1 with --search)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each")
     p.add_argument("--out", default=None,
                    help="bench folder (default runs/bench_accuracy[_holdout])")
     p.add_argument("--methods", default=None, help="a subset of the suite (comma-separated)")
-    p.add_argument("--holdout", action="store_true")
+    p.add_argument("--search", action="store_true")
     args = p.parse_args(argv)
-    out = Path(args.out or ("runs/bench_accuracy_holdout" if args.holdout
-                            else "runs/bench_accuracy"))
-    cmd = ["bench", "--out", str(out), "--seeds", str(args.seeds)]
+    seeds = args.seeds or (1 if args.search else 5)
+    out = Path(args.out or ("runs/bench_search" if args.search else "runs/bench_accuracy"))
+    cmd = ["bench", "--out", str(out), "--seeds", str(seeds), "--jobs", str(args.jobs)]
     if any((out / f).exists() for f in ("results.csv", "results.md")):
         cmd.append("--resume")
     if args.methods:
         cmd += ["--methods", args.methods]
-    if args.holdout:
-        cmd += ["--set", "holdout=10000"]
+    if args.search:
+        cmd += ["--search", "--set", "holdout=10000"]
     code = main(cmd)
-    if code == 0 and not args.holdout:
+    if code == 0 and args.search:
+        from rgal.train.bench import tuned_path
+
+        target = tuned_path("fashion-mnist", "smallcnn", "tinycnn")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out / "tuned.yaml", target)
+        shutil.copy(out / "search.md", HERE / "search.md")
+        print(f"chosen settings -> {target}; table -> {HERE / 'search.md'}")
+    elif code == 0:
         shutil.copy(out / "results.md", HERE / "results.md")
         for plot in ("accuracy_vs_epoch.png", "accuracy_vs_time.png"):
             shutil.copy(out / plot, HERE / f"results_{plot}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ from rgal.data.idx import write_idx
 from rgal.models import create_model
 from rgal.models.weights import save_weights
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one thread per pytest-xdist worker (the workers already use every core), two otherwise
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else
+                      min(2, torch.get_num_threads()))
 
 
 def write_fake_idx_dataset(root: Path, n_train: int = 128, n_test: int = 100, seed: int = 0,

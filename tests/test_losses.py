@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rgal.config import ConfigError
 from rgal.losses import (
     BNStatistics,
     adversarial_loss,
@@ -279,3 +280,40 @@ def test_folded_batchnorm_gives_the_same_outputs_and_bn_statistics_loss(name, ch
     folded(xb)
     fast.loss().backward()
     assert float((xb.grad - xa.grad).abs().max() / xa.grad.abs().max()) < 1e-6
+
+
+def test_focal_band_bounds_the_negatives_and_is_checked():
+    from rgal.methods.rgal import RelationTerms, parse_band
+
+    torch.manual_seed(3)
+    emb = F.normalize(torch.randn(40, 6), dim=1)
+    labels = torch.arange(40) % 4
+    dist = torch.cdist(emb, emb)
+    for band in ((0.5, 1.0), (1.0, 1.6)):
+        probs = negative_probabilities(emb, labels, "focal", band)
+        eligible = (labels[:, None] != labels[None, :]) & (dist > band[0]) & (dist < band[1])
+        rows = eligible.any(1)
+        assert rows.any()
+        assert (probs[rows][~eligible[rows]] == 0).all()  # only inside the band
+        assert torch.allclose(probs[rows].sum(1), torch.ones(int(rows.sum())))
+    assert parse_band("0.2:1.5") == (0.2, 1.5)
+    for bad in ("1.0:0.5", "0:3", "x", "0.5"):
+        with pytest.raises(ConfigError, match="focal_band"):
+            parse_band(bad)
+    assert RelationTerms(focal_band="0.3:0.9").band == (0.3, 0.9)
+
+
+def test_gradient_shares_are_each_terms_fraction_of_the_gradient_norms():
+    from rgal.engine.inversion import gradient_shares
+
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    terms = {"a": (w * torch.tensor([3.0, 4.0])).sum(), "b": w.sum(), "c": w[0] * 0 + 1.0,
+             "off": w.pow(2).sum()}
+    shares = gradient_shares(terms, {"a": 1.0, "b": 2.0, "c": 1.0}, [w])
+    # |grad a| = 5, |grad 2b| = 2*sqrt(2), |grad c| = 0, "off" has no weight
+    total = 5 + 2 * 2**0.5
+    assert set(shares) == {"share_a", "share_b", "share_c"}
+    assert float(shares["share_a"]) == pytest.approx(5 / total)
+    assert float(shares["share_b"]) == pytest.approx(2 * 2**0.5 / total)
+    assert float(shares["share_c"]) == 0.0
+    assert w.grad is None  # measuring leaves no gradient behind

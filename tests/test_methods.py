@@ -288,9 +288,39 @@ def test_bench_table_times_when_each_entry_reaches_rgal_accuracy():
             row("fast+rgal", 0, [(1, 10, 79), (2, 20, 85)]),
             row("fast+rgal", 1, [(1, 10, 81), (2, 20, 83)]),  # mean 80 >= 79 at 10 s
             row("dafl", 0, [(1, 30, 40), (2, 60, 50)])]
-    lines = {line.split("|")[1].strip(): line for line in results_table(rows).splitlines()}
-    assert "reaches rgal's acc at" in lines["method"]
-    assert lines["fast+rgal"].endswith(" 10 (0.10) |")
-    assert lines["rgal"].endswith(" 100 (1.00) |")
-    assert lines["dafl"].endswith(" never |")
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")]
+             for line in results_table(rows).splitlines()}
+    column = next(i for i, c in enumerate(cells["method"]) if "reaches rgal's acc at" in c)
+    assert cells["fast+rgal"][column] == "10 (0.10)"
+    assert cells["rgal"][column] == "100 (1.00)"
+    assert cells["dafl"][column] == "never"
     assert "reaches" not in results_table(rows[4:])  # no rgal: no column
+
+
+def test_gradient_shares_are_logged_and_leave_training_unchanged(tmp_path, fake_fmnist,
+                                                                 teacher_file):
+    from rgal.models.weights import load_weights
+
+    base = {**TINY, "epochs": 2, "data_root": str(fake_fmnist), "grid_every": 0,
+            "teacher_weights": str(teacher_file), "w_rel_syn": 1.0, "w_rel_stu": 1.0}
+    weights = {}
+    for every in (0, 1):
+        out = tmp_path / f"g{every}"
+        run_distillation(prepare_distillation(distill_config(base, {"grad_shares": every,
+                                                                    "out": str(out)})),
+                         log=lambda _m: None)
+        student = create_model("tinycnn", 10, 1)
+        load_weights(student, out / "student.safetensors")
+        weights[every] = student.state_dict()
+        last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        shares = {k: v for k, v in last.items() if k.startswith("share_")}
+        if every == 0:
+            assert not shares
+            continue
+        syn = [shares[f"share_{k}"] for k in ("loss_bn", "loss_oh", "loss_adv", "loss_rel_syn")]
+        stu = [shares[f"share_{k}"] for k in ("loss_kd", "loss_cd", "loss_rel_stu")]
+        assert sum(syn) == pytest.approx(1.0, abs=1e-4)
+        assert sum(stu) == pytest.approx(1.0, abs=1e-4)
+        assert all(0 <= v <= 1 for v in shares.values())
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k

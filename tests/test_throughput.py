@@ -97,3 +97,27 @@ def test_speed_options_are_timed_against_fp32(throughput, tmp_path):
 def test_unknown_speed_option_is_refused(throughput, tmp_path):
     with pytest.raises(SystemExit, match="unknown option"):
         throughput.main(["--tiny", "--options", "fp64", "--out", str(tmp_path / "t.md")])
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_tiny_on_cpu(tmp_path):
+    """benchmarks/gpu_check.sh --device cpu --tiny: every step runs and lands in its report."""
+    import os
+    import subprocess
+
+    script = SCRIPT.parent / "gpu_check.sh"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([str(script), "--device", "cpu", "--tiny", "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = (tmp_path / "gpu_check.md").read_text()
+    for heading in ("## Device", "## Tests on the device", "## Throughput, CIFAR setting",
+                    "## Two epochs of the seed's recipe"):
+        assert heading in report, heading
+    assert "native bf16:" in report and " passed" in report and "failed" not in report
+    assert "| bf16 |" in report  # the bf16 row of the options table
+    assert "Projected wall time of the seed's 200-epoch recipe" in report
+    assert "tests exit status 0" in report
+    # a bad argument is refused with one line and exit status 2
+    bad = subprocess.run([str(script), "--nope"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-root")
     b.add_argument("--resume", action="store_true",
                    help="continue a bench in --out: finished runs are kept, others resumed")
+    b.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each in its own process with one thread (default 1)")
+    b.add_argument("--search", action="store_true",
+                   help="instead of the comparison: try every configuration of each method's "
+                        "search space on held-out training images (needs --set holdout=N) "
+                        "and write the best of each to OUT/tuned.yaml")
+    b.add_argument("--tuned", default="auto",
+                   help="each method's own hyper-parameters: auto (the settings shipped for "
+                        "this dataset, teacher and student, if any), none (the methods' "
+                        "defaults), or a tuned.yaml written by --search")
     b.add_argument("--no-progress", action="store_true")
 
     t = sub.add_parser("train-teacher", help="train a classifier on real data")
@@ -128,29 +138,64 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run `rgal bench`."""
+    """Run `rgal bench` (or its hyper-parameter search)."""
+    import shutil
+
     from .engine import check_output_dir
-    from .train.bench import DEFAULT_BUDGET, RESULTS, default_suite, plan_runs, run_bench
+    from .methods import distill_config
+    from .train import bench
 
     if not 1 <= args.seeds <= 100:
         raise ConfigError(f"--seeds must be in 1..100, got {args.seeds}")
+    if not 1 <= args.jobs <= 64:
+        raise ConfigError(f"--jobs must be in 1..64, got {args.jobs}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"bench path {out} exists and is not a folder")
-    if not args.resume and any((out / name).exists() for name in RESULTS):
+    if not args.resume and any((out / name).exists() for name in bench.RESULTS):
         raise ConfigError(f"{out} already holds a bench; pass --resume to continue it or "
                           "choose another --out")
     entries = ([e.strip() for e in args.methods.split(",") if e.strip()] if args.methods
-               else list(default_suite()))
-    if not entries:
+               else None)
+    if entries == []:
         raise ConfigError("--methods lists no entry")
-    shared = {**DEFAULT_BUDGET, **(load_yaml(args.config) if args.config else {})}
+    shared = {**bench.DEFAULT_BUDGET, **(load_yaml(args.config) if args.config else {})}
     if args.data_root:
         shared["data_root"] = args.data_root
-    runs = plan_runs(entries, list(range(args.seeds)), out, [shared, parse_set(args.set)])
+    layers = [shared, parse_set(args.set)]
+    setting = distill_config(*layers, lenient=True)
+    seeds = list(range(args.seeds))
+    if args.search:
+        if setting.holdout <= 0:
+            raise ConfigError("--search chooses settings on held-out training images, never on "
+                              "the test set: pass --set holdout=N")
+        if args.tuned != "auto":
+            raise ConfigError("--search starts from each method's defaults; drop --tuned")
+        plan = bench.search_entries(entries or bench.default_search_methods())
+        runs = bench.plan_runs([e for _, _, e in plan], seeds, out, layers)
+        write, summary = bench.search_writer(plan), "search.md"
+    else:
+        tuned_file = (None if args.tuned == "none" else
+                      bench.tuned_path(setting.dataset, setting.teacher, setting.student)
+                      if args.tuned == "auto" else Path(args.tuned))
+        if args.tuned not in ("auto", "none") and not tuned_file.is_file():
+            raise ConfigError(f"tuned settings {tuned_file} not found")
+        tuned = (bench.load_tuned(tuned_file) if tuned_file and tuned_file.is_file()
+                 else None)
+        runs = bench.plan_runs(entries or list(bench.default_suite()), seeds, out, layers,
+                               tuned=tuned["methods"] if tuned else None)
+        write, summary = bench.write_results, "results.md"
     check_output_dir(out, (), overwrite=True)
-    rows = run_bench(runs, out, progress=not args.no_progress)
-    print((out / "results.md").read_text())
+    if not args.search:
+        if tuned:
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tuned_file, out / "tuned.yaml")
+            print(f"rgal: each method's own settings from {tuned_file}", file=sys.stderr)
+        elif (out / "tuned.yaml").exists():
+            (out / "tuned.yaml").unlink()
+    rows = bench.run_bench(runs, out, progress=not args.no_progress, jobs=args.jobs,
+                           write=write)
+    print((out / summary).read_text())
     print(f"{len(rows)} runs -> {out}")
     return 0
 

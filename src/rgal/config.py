@@ -112,6 +112,10 @@ class DistillConfig:
     export: str = option("none", "at the end, write out/student.onnx checked with onnxruntime "
                                  "(pip install \"rgal[onnx]\")", choices=("none", "onnx"))
     grid_every: int = option(1, "write a synthetic-image grid every N epochs (0: never)", lo=0)
+    grad_shares: int = option(0, "every N-th generator and student step, measure each loss "
+                                 "term's share of the gradient norm (logged per epoch as "
+                                 "share_<term>; one extra backward pass per term on those "
+                                 "steps; 0: off)", lo=0, hi=1_000_000)
     progress: bool = option(True, "show progress bars")
     diversity_samples: int = option(1000, "synthetic images measured for diversity each epoch "
                                           "(0: off)", lo=0, hi=1_000_000)

@@ -1,4 +1,5 @@
-"""`rgal export` (ONNX, checked with onnxruntime) and `rgal report` (report.html of run folders)."""
+"""`rgal export` (ONNX, checked with onnxruntime), `rgal report` (report.html of run folders)
+and `rgal methods` (the registered methods, ablations and search spaces)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def add_parsers(subparsers) -> None:
     r = subparsers.add_parser("report", help="write report.html of run folders (distill, "
                                              "quantize, incremental, bench) from their files")
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+
+    m = subparsers.add_parser("methods", help="the registered methods (README table), their "
+                                              "own defaults, search spaces and ablations")
+    m.add_argument("--markdown", action="store_true", help="only the README's method table")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -211,4 +216,24 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"export": run_export, "report": run_report}
+def run_methods(args: argparse.Namespace) -> int:
+    """Run `rgal methods`."""
+    from .methods import get_method, list_ablations, list_methods
+    from .methods.registry import method_table
+
+    print(method_table(), end="")
+    if args.markdown:
+        return 0
+    print("\nOwn defaults (applied under your settings) and `rgal bench --search` spaces:")
+    for name in list_methods():
+        cls = get_method(name)
+        print(f"  {name}: defaults {cls.defaults or '{}'}")
+        if cls.search:
+            print(f"  {' ' * len(name)}  search {list(cls.search)}")
+    print("\nAblations (`rgal bench --methods NAME`):")
+    for name, overrides in list_ablations().items():
+        print(f"  {name}: {overrides}")
+    return 0
+
+
+COMMANDS = {"export": run_export, "report": run_report, "methods": run_methods}

@@ -479,10 +479,13 @@ def _bench_body(run_dir: Path) -> tuple[str, str]:
     if (run_dir / "results.csv").is_file():
         with (run_dir / "results.csv").open(newline="") as f:
             rows = list(csv.DictReader(f))
-    md = (run_dir / "results.md").read_text() if (run_dir / "results.md").is_file() else ""
+    md = next((p.read_text() for p in (run_dir / "results.md", run_dir / "search.md")
+               if p.is_file()), "")
     heading = next((ln.lstrip("# ").strip() for ln in md.splitlines() if ln.startswith("#")),
                    "")
-    title = heading.replace("Benchmark: ", "bench: ") if heading else "bench"
+    title = (heading.replace("Benchmark: ", "bench: ").replace("Hyper-parameter search: ",
+                                                                "bench search: ")
+             if heading else "bench")
     methods = list(dict.fromkeys(r.get("method", "?") for r in rows))
     cards = [("entries", str(len(methods)), ", ".join(methods)[:80]),
              ("runs", str(len(rows)), "")]

@@ -40,6 +40,30 @@ def weighted_sum(terms: Terms, weights: dict[str, float]) -> torch.Tensor:
     return total
 
 
+def gradient_shares(terms: Terms, weights: dict[str, float],
+                    params: Iterable[nn.Parameter]) -> dict[str, torch.Tensor]:
+    """Each weighted term's share of the summed gradient norms over `params`:
+    `share_<term>` = |grad(w_k L_k)| / sum_j |grad(w_j L_j)|. One backward pass per term (the
+    graph is kept for the step's own backward); terms without a gradient count as zero."""
+    params = [p for p in params if p.requires_grad]
+    norms: dict[str, torch.Tensor] = {}
+    for name, value in terms.items():
+        w = weights.get(name, 0.0)
+        if w <= 0 or not params:
+            continue
+        if not value.requires_grad:  # e.g. a relation term on a batch without triplets
+            norms[name] = torch.zeros((), device=value.device)
+            continue
+        grads = torch.autograd.grad(w * value.float(), params, retain_graph=True,
+                                    allow_unused=True)
+        found = [g.detach().float().pow(2).sum() for g in grads if g is not None]
+        norms[name] = torch.stack(found).sum().sqrt() if found else torch.zeros(())
+    total = sum(norms.values()) if norms else None
+    if total is None or float(total) == 0:
+        return {}
+    return {f"share_{k}": v / total for k, v in norms.items()}
+
+
 @contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """The model in eval mode without parameter gradients; mode and flags restored on exit."""
@@ -65,6 +89,7 @@ class InversionStep:
     s: Features | None
     terms: Terms
     loss: torch.Tensor
+    shares: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,15 +108,19 @@ class InversionEngine:
 
     `view(x)` turns images in [0, 1] into the model's input; `bn` records the BN-statistics
     distance of the frozen model's forward pass (only during generator steps, not during
-    evaluations); `precision` runs the forward passes and the optimiser step.
+    evaluations); `precision` runs the forward passes and the optimiser step. With
+    `measure_every` > 0, every so many steps of a phase also measure each term's share of the
+    gradient norm (`gradient_shares`), averaged into the phase's losses as `share_<term>`.
     """
 
     def __init__(self, teacher: FeatureExtractor, *, view: Callable[[torch.Tensor], torch.Tensor],
                  student: FeatureExtractor | None = None, bn: BNStatistics | None = None,
                  precision: Precision | None = None, progress: bool = False,
                  name: str = "synthesis",
-                 student_context: Callable[[], AbstractContextManager] | None = None) -> None:
+                 student_context: Callable[[], AbstractContextManager] | None = None,
+                 measure_every: int = 0) -> None:
         self.teacher, self.student, self.view = teacher, student, view
+        self.measure_every = measure_every
         self._student_context = student_context
         self.bn = bn
         if self.bn is not None:
@@ -121,11 +150,13 @@ class InversionEngine:
              terms_fn: TermsFn, weights: dict[str, float], optimizer: torch.optim.Optimizer,
              shared: Iterable[nn.Parameter] = (), *, use_student: bool = True,
              clip: float = 0.0, on_grads: Callable[[], None] | None = None,
-             after_step: Callable[[], None] | None = None) -> InversionStep:
+             after_step: Callable[[], None] | None = None,
+             measure: bool = False) -> InversionStep:
         """One generator step: produce, view, frozen forward passes, weighted terms, update.
 
         `on_grads` runs once the gradients are final (before the update), `after_step` after
-        it (e.g. a projection of the optimised pixels)."""
+        it (e.g. a projection of the optimised pixels); `measure` adds the terms' gradient
+        shares over the optimised parameters."""
         with self.precision.autocast():
             x, y = produce()
             v = self.view(x)
@@ -137,11 +168,14 @@ class InversionEngine:
                     s = self.student(v)
             terms = terms_fn(x, v, y, t, s)
             loss = weighted_sum(terms, weights)
+        shares = (gradient_shares(terms, weights, (p for g in optimizer.param_groups
+                                                   for p in g["params"]))
+                  if measure else {})
         optimizer.zero_grad(set_to_none=True)
         self.precision.step(loss, optimizer, shared, clip, on_grads)
         if after_step is not None:
             after_step()
-        return InversionStep(x, v, y, t, s, terms, loss)
+        return InversionStep(x, v, y, t, s, terms, loss, shares)
 
     def phase(self, steps: int, produce: Callable[[], tuple[torch.Tensor, torch.Tensor | None]],
               terms_fn: TermsFn, weights: dict[str, float], optimizer: torch.optim.Optimizer,
@@ -159,10 +193,15 @@ class InversionEngine:
         best_t: torch.Tensor | None = None
         y = None
         sums: dict[str, torch.Tensor] = {}
+        share_sums: dict[str, list[torch.Tensor]] = {}
         watch = FiniteWatch(self.name)
         for i in tqdm(range(steps), desc=self.name, leave=False, disable=not self.progress):
+            measure = self.measure_every > 0 and i % self.measure_every == 0
             out = self.step(produce, terms_fn, weights, optimizer, shared,
-                            use_student=use_student, on_grads=on_grads, after_step=after_step)
+                            use_student=use_student, on_grads=on_grads, after_step=after_step,
+                            measure=measure)
+            for k, val in out.shares.items():
+                share_sums.setdefault(k, []).append(val)
             y = out.y
             with torch.no_grad():
                 labels = out.t.logits.argmax(1)
@@ -183,4 +222,5 @@ class InversionEngine:
                     sums[k] = sums.get(k, 0.0) + val.detach()
         watch.check()
         losses = {k: float(v) / steps for k, v in sums.items()}
+        losses.update({k: float(torch.stack(v).mean()) for k, v in share_sums.items()})
         return PhaseResult(best_x, y, best_t, losses)

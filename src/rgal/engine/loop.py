@@ -125,6 +125,11 @@ class Job:
         """Restore what `state_dict` returned."""
 
 
+def _sync(device: torch.device | None) -> None:
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _mean(values: list[torch.Tensor]) -> float:
     return float(torch.stack(values).mean()) if values else 0.0
 
@@ -249,6 +254,7 @@ class TrainingLoop:
             if part is None:
                 t0 = time.time()
                 prelude = job.begin_epoch(epoch)
+                _sync(self.device)  # time the device's work, not its queueing
                 part = {"epoch": epoch, "done": 0, "prelude": prelude, "terms": {},
                         "setup_s": time.time() - t0, "steps_s": 0.0}
                 self._interrupt(stop, epoch, 0, watch, lambda: part)
@@ -273,6 +279,7 @@ class TrainingLoop:
             raise
         self.partial = None
         job.finish_epoch(epoch)
+        _sync(self.device)
         t2 = time.time()
         self.epoch = epoch
         stopping = (any_rank(stop.signum is not None, self.device) if self.world > 1

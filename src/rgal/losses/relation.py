@@ -33,8 +33,11 @@ def log_inverse_density(dist: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def negative_probabilities(sampling_embedding: torch.Tensor, labels: torch.Tensor,
-                           sampler: Sampler) -> torch.Tensor:
+                           sampler: Sampler,
+                           band: tuple[float, float] = FOCAL_BAND) -> torch.Tensor:
     """Row-stochastic (N, N) matrix: probability that column n is the negative for anchor row a.
+
+    The focal sampler takes negatives whose distance lies inside `band` (open interval).
 
     Weights are normalised in log space over the eligible negatives only; a row without an
     eligible negative falls back to uniform over all negatives; a row without any negative
@@ -53,7 +56,7 @@ def negative_probabilities(sampling_embedding: torch.Tensor, labels: torch.Tenso
             eligible = negatives & (dist < DISTANCE_CUTOFF)
         elif sampler == "focal":
             logw = log_inverse_density(dist, dim)
-            lo, hi = FOCAL_BAND
+            lo, hi = band
             eligible = negatives & (dist > lo) & (dist < hi)
         else:
             raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
@@ -65,7 +68,8 @@ def negative_probabilities(sampling_embedding: torch.Tensor, labels: torch.Tenso
 
 
 def sample_triplets(sampling_embedding: torch.Tensor, labels: torch.Tensor, sampler: Sampler,
-                    generator: torch.Generator | None = None
+                    generator: torch.Generator | None = None,
+                    band: tuple[float, float] = FOCAL_BAND
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Indices (a, p, n) of one triplet per ordered positive pair, or None if none exist."""
     n = labels.shape[0]
@@ -74,7 +78,7 @@ def sample_triplets(sampling_embedding: torch.Tensor, labels: torch.Tensor, samp
     pairs = same.nonzero()
     if pairs.numel() == 0:
         return None
-    probs = negative_probabilities(sampling_embedding, labels, sampler)
+    probs = negative_probabilities(sampling_embedding, labels, sampler, band)
     anchors = pairs[:, 0]
     valid = probs.sum(1)[anchors] > 0
     if not bool(valid.any()):
@@ -95,7 +99,8 @@ def unit_distances(e: torch.Tensor) -> torch.Tensor:
 def relation_loss(embeddings: torch.Tensor | list[torch.Tensor], labels: torch.Tensor,
                   sampling_embedding: torch.Tensor, sampler: Sampler = "distance",
                   margin: float = 0.2, inverse: bool = False,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None,
+                  band: tuple[float, float] = FOCAL_BAND) -> torch.Tensor:
     """Triplet relation loss summed over the given embeddings (maps are pooled first).
 
     One set of triplets, sampled once, is shared by every embedding layer. Returns a zero
@@ -103,7 +108,7 @@ def relation_loss(embeddings: torch.Tensor | list[torch.Tensor], labels: torch.T
     """
     layers = embeddings if isinstance(embeddings, (list, tuple)) else [embeddings]
     device = layers[0].device
-    triplets = sample_triplets(sampling_embedding, labels, sampler, generator)
+    triplets = sample_triplets(sampling_embedding, labels, sampler, generator, band)
     if triplets is None:
         return torch.zeros((), device=device)
     a, p, n = triplets

@@ -34,6 +34,10 @@ from ..models.generator import Generator
 
 Terms = dict[str, torch.Tensor]
 
+# configurations of its own hyper-parameters each data-free method tries in `rgal bench
+# --search` (the same number for every method; the first is its defaults)
+SEARCH_BUDGET = 6
+
 
 @dataclass
 class MethodContext:
@@ -69,6 +73,9 @@ class Method(nn.Module):
     generator_doc: ClassVar[str] = ""  # the generator's objective (README table)
     student_doc: ClassVar[str] = "KD"  # the student's objective (README table)
     in_suite: ClassVar[bool] = True  # part of `rgal bench`'s default suite
+    # its own hyper-parameters tried by `rgal bench --search` (SEARCH_BUDGET configurations,
+    # the first `{}` = its defaults); empty for the real-data references, which are not tuned
+    search: ClassVar[tuple[dict[str, Any], ...]] = ()
     fold_teacher: ClassVar[bool] = True  # its terms work on a teacher with folded BatchNorms
     pair_sampling: bool = False  # every image taken twice as two views (RGAL's batches)
 
@@ -158,7 +165,7 @@ class InversionMethod(Method):
         self.engine = InversionEngine(self.teacher, view=self.augment, student=self.student,
                                       bn=self.bn_stats,
                                       precision=Precision(cfg.precision, ctx.device),
-                                      progress=cfg.progress)
+                                      progress=cfg.progress, measure_every=cfg.grad_shares)
 
     # -- what methods vary --------------------------------------------------------------------
     def make_generator(self, ctx: MethodContext) -> nn.Module:

@@ -112,6 +112,8 @@ class CMI(InversionMethod):
     sections = (CMISettings,)
     fold_teacher = False  # its contrastive feature reads every BatchNorm's input
     defaults = {"reset_generator": True, "w_adv": 0.5}
+    search = ({}, {"reset_generator": False}, {"lr_g": 3e-3},
+              {"reset_generator": False, "lr_g": 3e-3}, {"w_cr": 0.4}, {"w_adv": 1.0})
     summary = "Fang et al., IJCAI 2021"
     images = "pool; generator re-initialised each phase"
     generator_doc = ("BN + one-hot + adversarial + contrastive (InfoNCE over a bank of past "

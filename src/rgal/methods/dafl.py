@@ -42,6 +42,7 @@ class DAFL(OnlineMethod):
                 "student_optimizer": "adam", "weight_decay": 0.0, "student_steps_per_g": 1,
                 "student_batch": "same", "g_beta1": 0.9, "generator_output": "tanh_bn",
                 "generator_bias": True, "generator_bn_eps": 0.8, "generator_init": "pytorch"}
+    search = ({}, {"lr_g": 0.02}, {"lr_g": 2e-3}, {"lr": 1e-3}, {"lr": 5e-3}, {"w_ie": 20.0})
     summary = "Chen et al., ICCV 2019"
     images = "a persistent generator; the student learns from each generator step's images"
     generator_doc = "one-hot + activation + information entropy (teacher only)"

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..config import ConfigError, option
 from ..losses import relation_loss
+from ..losses.relation import FOCAL_BAND
 from ..models.features import Features, paired_stages, pool_map
 from .base import InversionMethod, MethodContext, Terms
 from .registry import register_method
@@ -46,6 +47,8 @@ class RGALSettings:
                                               "triplet) or code (the released code's)",
                                      choices=("paper", "code"))
     syn_sampler: str = option("focal", "negative sampler in synthesis", choices=SAMPLER_CHOICES)
+    focal_band: str = option("0.5:1.0", "the focal sampler's band lo:hi of distances between "
+                                        "unit sampling embeddings (0..2) a negative may lie in")
     syn_relation_feature: str = option("stages", "feature of the synthesis relation: the "
                                                      "stage maps of relation_stages (summed), "
                                                      "the last stage map, or the penultimate "
@@ -86,6 +89,20 @@ def parse_stages(text: str) -> slice:
     return slice(start, end)
 
 
+def parse_band(band: str | tuple[float, float]) -> tuple[float, float]:
+    """`"0.5:1.0"` -> (0.5, 1.0), a band of unit-embedding distances (0 <= lo < hi <= 2)."""
+    if isinstance(band, str):
+        try:
+            lo, hi = (float(p) for p in band.split(":"))
+        except ValueError:
+            raise ConfigError(f"focal_band must be lo:hi such as 0.5:1.0, got {band!r}") from None
+    else:
+        lo, hi = band
+    if not 0 <= lo < hi <= 2:
+        raise ConfigError(f"focal_band must satisfy 0 <= lo < hi <= 2, got {band!r}")
+    return float(lo), float(hi)
+
+
 STUDENT_FEATURES = ("penultimate", "stages", "logits")
 
 
@@ -111,13 +128,15 @@ class RelationTerms:
     def __init__(self, *, direction: str = "paper", syn_sampler: str = "focal",
                  stu_sampler: str = "distance", margin: float = 0.2,
                  syn_feature: str = "last_stage", stages: str = "2:4",
-                 stu_features: str = "penultimate") -> None:
+                 stu_features: str = "penultimate",
+                 focal_band: str | tuple[float, float] = FOCAL_BAND) -> None:
         if direction not in ("paper", "code"):
             raise ValueError(f"relation direction must be 'paper' or 'code', got {direction!r}")
         self.direction, self.margin, self.syn_feature = direction, margin, syn_feature
         self.syn_sampler, self.stu_sampler = syn_sampler, stu_sampler
         self.stages = parse_stages(stages)
         self.stu_features = parse_student_features(stu_features)
+        self.band = parse_band(focal_band)
 
     @classmethod
     def from_settings(cls, s: Any) -> RelationTerms:
@@ -126,7 +145,8 @@ class RelationTerms:
                    stu_sampler=s.stu_sampler, margin=s.margin,
                    syn_feature=getattr(s, "syn_relation_feature", "last_stage"),
                    stages=getattr(s, "relation_stages", "2:4"),
-                   stu_features=getattr(s, "stu_relation_feature", "penultimate"))
+                   stu_features=getattr(s, "stu_relation_feature", "penultimate"),
+                   focal_band=getattr(s, "focal_band", FOCAL_BAND))
 
     def _stage_maps(self, feats: Features) -> list[torch.Tensor]:
         """The selected stage maps (the last stage when the slice selects none)."""
@@ -146,7 +166,7 @@ class RelationTerms:
         """The synthesis relation loss (inverted in the paper direction)."""
         return relation_loss(self.embedding(feats), labels, sampling_logits,
                              sampler=self.syn_sampler, margin=self.margin,
-                             inverse=self.direction == "paper")
+                             inverse=self.direction == "paper", band=self.band)
 
     def student(self, feats: Features, labels: torch.Tensor,
                 sampling_logits: torch.Tensor) -> torch.Tensor:
@@ -161,9 +181,9 @@ class RelationTerms:
                 embeddings.append(feats.feature)
         if len(embeddings) == 1:
             return relation_loss(embeddings[0], labels, sampling_logits,
-                                 sampler=self.stu_sampler, margin=self.margin)
+                                 sampler=self.stu_sampler, margin=self.margin, band=self.band)
         return relation_loss(embeddings, labels, sampling_logits, sampler=self.stu_sampler,
-                             margin=self.margin)
+                             margin=self.margin, band=self.band)
 
 
 class FeatureProjector(nn.Module):
@@ -184,6 +204,8 @@ class RGAL(InversionMethod):
     """Adversarial inversion + relation losses in both phases, pair-sampled student batches."""
 
     sections = (RGALSettings,)
+    search = ({}, {"reset_generator": True}, {"lr_g": 3e-3},
+              {"reset_generator": True, "lr_g": 3e-3}, {"w_adv": 0.5}, {"w_bn": 3.0})
     summary = "Liang & Fu, IJCV 2024"
     images = "pool; generator + latents, a few steps per epoch"
     generator_doc = "BN + one-hot + adversarial + inverted relation (focal negatives)"
@@ -195,6 +217,7 @@ class RGAL(InversionMethod):
         "rgal-random-syn": {"method": "rgal", "syn_sampler": "random"},
         "rgal-no-syn-rel": {"method": "rgal", "w_rel_syn": 0.0},
         "rgal-no-stu-rel": {"method": "rgal", "w_rel_stu": 0.0},
+        "rgal-no-rel": {"method": "rgal", "w_rel_syn": 0.0, "w_rel_stu": 0.0},
         "rgal-distinct-views": {"method": "rgal", "pair_sampling": "false"},
         "rgal-single-views": {"method": "rgal", "pair_sampling": "single"},
     }
@@ -216,6 +239,7 @@ class RGAL(InversionMethod):
         super().check_settings(cfg)
         parse_stages(cfg.rgal.relation_stages)
         parse_student_features(cfg.rgal.stu_relation_feature)
+        parse_band(cfg.rgal.focal_band)
 
     @property
     def pair_sampling(self) -> bool | str:  # type: ignore[override]

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..config import ConfigError, DistillConfig
 from ..engine import CHECKPOINT, check_resumable, load_checkpoint
 from ..engine.html_report import write_report
+from ..engine.stats import Interval, mean_interval, paired_difference, verdict
 from ..methods import distill_config, get_method, list_ablations, list_methods
 
 
@@ -37,7 +38,7 @@ def default_suite() -> tuple[str, ...]:
 DEFAULT_BUDGET: dict[str, Any] = {"epochs": 8, "kd_steps": 50}
 DIVERSITY_KEYS = ("div_intra", "div_nearest_other", "div_entropy", "div_margin")
 RESULTS = ("results.csv", "results.md", "accuracy_vs_epoch.png", "accuracy_vs_time.png",
-           "samples.png")
+           "samples.png", "search.md")
 
 
 def parse_entry(entry: str) -> dict[str, Any]:
@@ -55,50 +56,155 @@ def parse_entry(entry: str) -> dict[str, Any]:
     return {"method": method, **overrides}
 
 
+def entry_text(method: str, overrides: dict[str, Any]) -> str:
+    """The bench entry of `method` with `overrides` (`method:key=value;...`)."""
+    if not overrides:
+        return method
+    return f"{method}:" + ";".join(f"{k}={_yaml_scalar(v)}" for k, v in overrides.items())
+
+
+def _yaml_scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        text = repr(v)
+        return text if ("." in text or "inf" in text or "nan" in text) else f"{v:.6f}".rstrip("0")
+    return str(v)
+
+
+def search_entries(methods: list[str]) -> list[tuple[str, int, str]]:
+    """(method, index, entry) for every configuration of each method's search space."""
+    out = []
+    for method in methods:
+        space = get_method(method).search
+        if not space:
+            raise ConfigError(f"method {method!r} has no search space (the real-data references "
+                              "are not tuned)")
+        out += [(method, i, entry_text(method, o)) for i, o in enumerate(space)]
+    return out
+
+
+def default_search_methods() -> list[str]:
+    """The suite's methods that declare a search space (the data-free ones)."""
+    return [m for m in list_methods() if get_method(m).in_suite and get_method(m).search]
+
+
+# -- tuned settings: what `rgal bench --search` chose, applied by `rgal bench` -----------------
+TUNED_DIR = Path(__file__).resolve().parent / "tuned"
+
+
+def tuned_path(dataset: str, teacher: str, student: str) -> Path:
+    """Where the packaged tuned settings of a (dataset, teacher, student) setting live."""
+    return TUNED_DIR / f"{dataset}_{teacher}_{student}.yaml"
+
+
+def load_tuned(path: Path) -> dict[str, Any]:
+    """A tuned-settings file: `setting` (where it was searched) and `methods` (overrides)."""
+    from ..config import load_yaml
+
+    data = load_yaml(path)
+    methods = data.get("methods")
+    if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
+        raise ConfigError(f"tuned settings {path} must map 'methods' to key/value mappings")
+    for method, overrides in methods.items():
+        distill_config({"method": method, **overrides})  # every key must mean something
+    return data
+
+
 def plan_runs(entries: list[str], seeds: list[int], out: Path,
-              layers: list[dict[str, Any]]) -> list[tuple[str, int, DistillConfig]]:
-    """Validated configs of every (entry, seed) run, before any of them starts."""
+              layers: list[dict[str, Any]],
+              tuned: dict[str, dict[str, Any]] | None = None
+              ) -> list[tuple[str, int, DistillConfig]]:
+    """Validated configs of every (entry, seed) run, before any of them starts.
+
+    Order of precedence: defaults < the method's own defaults < its `tuned` settings < each
+    of `layers` (the bench's shared settings) < the entry's own overrides < seed and folder.
+    """
     if len(set(entries)) != len(entries):
         raise ConfigError("bench entries must be distinct")
+    tuned = tuned or {}
     runs = []
     for entry in entries:
         overrides = parse_entry(entry)
+        base = tuned.get(overrides["method"], {})
         for seed in seeds:
             safe = "".join(c if c.isalnum() or c in "+-_." else "_" for c in entry)
             run_dir = out / "runs" / safe / f"seed{seed}"
             own = {"seed": seed, "out": str(run_dir), "progress": False}
             distill_config(overrides, own)  # an entry's own keys must all mean something
-            cfg = distill_config(*layers, overrides, own, lenient=True)
+            cfg = distill_config(base, *layers, overrides, own, lenient=True)
             runs.append((entry, seed, cfg))
     return runs
 
 
-def run_bench(runs: list[tuple[str, int, DistillConfig]], out: Path, *, progress: bool = True,
-              log: Callable[[str], None] = tqdm.write) -> list[dict[str, Any]]:
-    """Run (or resume, or reuse) every planned run; write and return the result rows."""
+def run_one(cfg: DistillConfig) -> str | None:
+    """Run (or resume) one planned run; reuse it if it already finished with these settings.
+    Returns a line about the finished run, or None if it was reused."""
     from .distill import run_distillation
     from .prepare import prepare_distillation
 
-    rows = []
-    bar = tqdm(runs, desc="bench", disable=not progress)
-    for entry, seed, cfg in bar:
-        bar.set_postfix(run=f"{entry} seed {seed}")
-        run_dir = Path(cfg.out)
-        if (run_dir / "summary.json").exists():  # reuse a finished run only if it is this one
-            done = json.loads((run_dir / "summary.json").read_text())["config"]
-            check_resumable(done, cfg.to_dict(), False, run_dir)
+    run_dir = Path(cfg.out)
+    if (run_dir / "summary.json").exists():  # reuse a finished run only if it is this one
+        done = json.loads((run_dir / "summary.json").read_text())["config"]
+        check_resumable(done, cfg.to_dict(), False, run_dir)
+        return None
+    resume = (run_dir / CHECKPOINT).exists()
+    state = load_checkpoint(run_dir / CHECKPOINT) if resume else None
+    if state is not None:
+        check_resumable(state["config"], cfg.to_dict(), False, run_dir / CHECKPOINT)
+    setup = prepare_distillation(cfg, overwrite=not resume, resume_state=state, resume=resume)
+    summary = run_distillation(setup, log=lambda _m: None)
+    return f"{summary['final_acc']:.2f}% ({summary['wall_s']:.0f} s)"
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_bench(runs: list[tuple[str, int, DistillConfig]], out: Path, *, progress: bool = True,
+              log: Callable[[str], None] = tqdm.write, jobs: int = 1,
+              write: Callable[[list[dict[str, Any]], Path], None] | None = None
+              ) -> list[dict[str, Any]]:
+    """Run (or resume, or reuse) every planned run; write and return the result rows.
+
+    With `jobs` > 1 the runs go to that many worker processes of one thread each; the rows
+    keep the plan's order whatever order the runs finish in.
+    """
+    write = write or write_results
+    done: dict[int, dict[str, Any]] = {}
+    bar = tqdm(total=len(runs), desc="bench", disable=not progress)
+
+    def finished(i: int, message: str | None) -> None:
+        entry, seed, cfg = runs[i]
+        if message:
+            log(f"{entry} seed {seed}: {message}")
+        done[i] = result_row(entry, seed, Path(cfg.out))
+        write([done[k] for k in sorted(done)], out)
+        bar.update()
+
+    try:
+        if jobs <= 1:
+            for i, (entry, seed, cfg) in enumerate(runs):
+                bar.set_postfix(run=f"{entry} seed {seed}")
+                finished(i, run_one(cfg))
         else:
-            resume = (run_dir / CHECKPOINT).exists()
-            state = load_checkpoint(run_dir / CHECKPOINT) if resume else None
-            if state is not None:
-                check_resumable(state["config"], cfg.to_dict(), False, run_dir / CHECKPOINT)
-            setup = prepare_distillation(cfg, overwrite=not resume, resume_state=state,
-                                         resume=resume)
-            summary = run_distillation(setup, log=lambda _m: None)
-            log(f"{entry} seed {seed}: {summary['final_acc']:.2f}% "
-                f"({summary['wall_s']:.0f} s)")
-        rows.append(result_row(entry, seed, run_dir))
-        write_results(rows, out)
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_one_thread) as pool:
+                futures = {pool.submit(run_one, cfg): i for i, (_, _, cfg) in enumerate(runs)}
+                try:
+                    for fut in as_completed(futures):
+                        finished(futures[fut], fut.result())
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+    rows = [done[k] for k in sorted(done)]
     write_report(out)
     return rows
 
@@ -121,11 +227,8 @@ def result_row(entry: str, seed: int, run_dir: Path) -> dict[str, Any]:
     return row
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def _mean(values: list[float]) -> float:
+    return mean_interval(values).mean
 
 
 def _grouped(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -153,59 +256,161 @@ def time_to_accuracy(times: list[float], accs: list[float], target: float) -> fl
     return next((t for t, a in zip(times, accs, strict=True) if a >= target), None)
 
 
-def results_table(rows: list[dict[str, Any]], reference: str = "rgal") -> str:
-    """The markdown table of results.md: one line per entry, mean ± std over seeds.
+def paired_against(rows: list[dict[str, Any]], reference: str
+                   ) -> dict[str, Interval]:
+    """Each entry's per-seed paired difference of last-epoch accuracy to `reference`."""
+    groups = _grouped(rows)
+    if reference not in groups:
+        return {}
+    ref = {r["seed"]: r["test_acc"] for r in groups[reference]}
+    return {m: paired_difference({r["seed"]: r["test_acc"] for r in rs}, ref)
+            for m, rs in groups.items() if m != reference}
 
-    With `reference` in the rows, a column gives when each entry's mean curve first reaches
-    the reference's final mean accuracy, in seconds and as a fraction of the reference's
-    wall time.
+
+def results_table(rows: list[dict[str, Any]], reference: str = "rgal") -> str:
+    """The markdown table of results.md: one line per entry.
+
+    Accuracy is the mean over seeds with its 95% t-interval. With `reference` in the rows, two
+    columns give each entry's per-seed paired difference to it (mean ± 95% interval, and the
+    verdict the interval allows), and one gives when each entry's mean curve first reaches
+    the reference's final mean accuracy, in seconds and as a fraction of its wall time.
     """
     groups = _grouped(rows)
     ref = groups.get(reference)
-    target = _mean_std([r["test_acc"] for r in ref])[0] if ref else None
+    target = _mean([r["test_acc"] for r in ref]) if ref else None
     ref_wall = statistics.fmean(r["wall_s"] for r in ref) if ref else None
-    reach = f" | reaches {reference}'s acc at (s, x its wall)" if ref else ""
-    lines = ["| method | student acc (%) | seeds | wall (s) | synthesis / distill / eval (s) "
-             "| images synthesized | intra-class dist | nearest other-class dist "
-             "| teacher entropy | teacher margin" + reach + " |",
-             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if ref else "")]
+    paired = paired_against(rows, reference)
+    extra = (f" | minus {reference}, paired by seed (points) | verdict "
+             f"| reaches {reference}'s acc at (s, x its wall)") if ref else ""
+    lines = ["| method | student acc (%), mean ± 95% CI | seeds" + extra +
+             " | wall (s) | synthesis / distill / eval (s) | images synthesized "
+             "| intra-class dist | nearest other-class dist | teacher entropy | teacher margin |",
+             "|---|---|---|" + ("---|---|---|" if ref else "") + "---|---|---|---|---|---|---|"]
     for method, rs in groups.items():
-        acc, std = _mean_std([r["test_acc"] for r in rs])
+        acc = mean_interval([r["test_acc"] for r in rs])
+        line = f"| {method} | {acc.text()} | {len(rs)} |"
+        if ref:
+            if method == reference:
+                line += " – | – |"
+            else:
+                d = paired[method]
+                line += f" {d.text(signed=True)} | {verdict(d)} |"
+            _, times, accs = mean_curve(rs)
+            t = time_to_accuracy(times, accs, target)
+            line += " never |" if t is None else f" {t:.0f} ({t / ref_wall:.2f}) |"
         wall = statistics.fmean(r["wall_s"] for r in rs)
         split = " / ".join(f"{statistics.fmean(r[k] for r in rs):.0f}"
                            for k in ("synthesis_s", "distill_s", "eval_s"))
         images = statistics.fmean(r["images_synthesized"] for r in rs)
-        div = [_mean_std([r[k] for r in rs])[0] for k in DIVERSITY_KEYS]
-        line = (f"| {method} | {acc:.2f} ± {std:.2f} | {len(rs)} | {wall:.0f} | {split} "
-                f"| {images:.0f} | " + " | ".join(_fmt(d) for d in div) + " |")
-        if ref:
-            _, times, accs = mean_curve(rs)
-            t = time_to_accuracy(times, accs, target)
-            line += " never |" if t is None else f" {t:.0f} ({t / ref_wall:.2f}) |"
+        div = [_mean([r[k] for r in rs]) for k in DIVERSITY_KEYS]
+        line += (f" {wall:.0f} | {split} | {images:.0f} | "
+                 + " | ".join(_fmt(d) for d in div) + " |")
         lines.append(line)
     return "\n".join(lines) + "\n"
 
 
+def _header(rows: list[dict[str, Any]], what: str) -> str:
+    first = rows[0]
+    cfg = json.loads((Path(first["run_dir"]) / "summary.json").read_text())["config"]
+    on = (f"{cfg['holdout']} held-out training images" if cfg.get("holdout")
+          else "the test set")
+    return (f"# {what}: {cfg['teacher']} -> {cfg['student']} on {cfg['dataset']}\n\n"
+            f"Teacher accuracy {first['teacher_acc']:.2f}%. Each run: {cfg['epochs']} "
+            f"epochs of {cfg['g_steps']} generator steps (pool methods; online methods take "
+            f"one generator step every `student_steps_per_g` student steps) and "
+            f"{cfg['kd_steps']} student steps of {cfg['batch_size']}x2 views. Student accuracy "
+            f"on {on} after the last epoch (not the best epoch).\n\n")
+
+
 def write_results(rows: list[dict[str, Any]], out: Path) -> None:
     """results.csv, results.md and the pictures, from the rows so far."""
+    _write_csv(rows, out)
+    tuned = out / "tuned.yaml"
+    used = (f"Each method's own hyper-parameters: `{tuned.name}` in this folder (chosen by "
+            "`rgal bench --search` on held-out training images).\n\n" if tuned.exists()
+            else "Each method's own hyper-parameters: its defaults.\n\n")
+    (out / "results.md").write_text(
+        _header(rows, "Benchmark") + used +
+        "Accuracy: mean over seeds ± the half-width of its 95% confidence interval "
+        "(Student t). Paired difference: each seed's accuracy minus the reference's with the "
+        "same seed, mean ± 95% interval; the verdict is \"better\" or \"worse\" only when "
+        "the interval excludes zero. Diversity measures: the last epoch's synthetic set in the "
+        "teacher's normalised penultimate features (for kd-real/scratch: real training "
+        "images).\n\n" + results_table(rows))
+    _plots(rows, out)
+
+
+def _write_csv(rows: list[dict[str, Any]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     columns = [k for k in rows[0] if k not in ("curve", "run_dir")]
     with (out / "results.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    first = rows[0]
-    cfg = json.loads((Path(first["run_dir"]) / "summary.json").read_text())["config"]
-    header = (f"# Benchmark: {cfg['teacher']} -> {cfg['student']} on {cfg['dataset']}\n\n"
-              f"Teacher test accuracy {first['teacher_acc']:.2f}%. Each run: {cfg['epochs']} "
-              f"epochs of {cfg['g_steps']} generator steps (pool methods; online methods take "
-              f"one generator step every `student_steps_per_g` student steps) and "
-              f"{cfg['kd_steps']} student steps of {cfg['batch_size']}x2 views. Student test "
-              "accuracy after the last epoch (not the best epoch), mean ± std over seeds. "
-              "Diversity measures: the last epoch's synthetic set in the teacher's normalised "
-              "penultimate features (for kd-real/scratch: real training images).\n\n")
-    (out / "results.md").write_text(header + results_table(rows))
-    _plots(rows, out)
+
+
+# -- the search ---------------------------------------------------------------------------------
+def choose_settings(rows: list[dict[str, Any]],
+                    plan: list[tuple[str, int, str]]) -> dict[str, tuple[int, dict[str, Any]]]:
+    """Each method's best configuration by mean last-epoch accuracy over seeds (ties: the
+    earlier configuration, so the defaults win a tie): method -> (index, overrides)."""
+    groups = _grouped(rows)
+    best: dict[str, tuple[float, int, dict[str, Any]]] = {}
+    for method, index, entry in plan:
+        if entry not in groups:
+            continue
+        acc = _mean([r["test_acc"] for r in groups[entry]])
+        if method not in best or acc > best[method][0]:
+            overrides = parse_entry(entry)
+            overrides.pop("method")
+            best[method] = (acc, index, overrides)
+    return {m: (i, o) for m, (_, i, o) in best.items()}
+
+
+def search_table(rows: list[dict[str, Any]], plan: list[tuple[str, int, str]]) -> str:
+    """search.md's table: every configuration's accuracy, the chosen one in bold."""
+    groups = _grouped(rows)
+    chosen = choose_settings(rows, plan)
+    lines = ["| method | # | settings (over its defaults) | accuracy (%) | seeds | wall (s) |",
+             "|---|---|---|---|---|---|"]
+    for method, index, entry in plan:
+        rs = groups.get(entry)
+        if not rs:
+            continue
+        acc = mean_interval([r["test_acc"] for r in rs])
+        settings = entry.partition(":")[2].replace(";", ", ") or "defaults"
+        mark = "**" if chosen.get(method, (None,))[0] == index else ""
+        wall = statistics.fmean(r["wall_s"] for r in rs)
+        lines.append(f"| {method} | {index} | {mark}{settings}{mark} | {mark}{acc.text()}{mark} "
+                     f"| {len(rs)} | {wall:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def search_writer(plan: list[tuple[str, int, str]]
+                  ) -> Callable[[list[dict[str, Any]], Path], None]:
+    """The `write` of a search: results.csv, search.md and tuned.yaml (the chosen settings)."""
+    import yaml
+
+    def write(rows: list[dict[str, Any]], out: Path) -> None:
+        _write_csv(rows, out)
+        cfg = json.loads((Path(rows[0]["run_dir"]) / "summary.json").read_text())["config"]
+        chosen = choose_settings(rows, plan)
+        (out / "search.md").write_text(
+            _header(rows, "Hyper-parameter search") +
+            f"Every method tries {len(plan) // max(1, len({m for m, _, _ in plan}))} "
+            "configurations of its own hyper-parameters (its `search` space; #0 is its "
+            "defaults), with the same shared settings and budget. The chosen configuration "
+            "(bold: the highest mean accuracy; a tie keeps the earlier) is written to "
+            "`tuned.yaml`, which `rgal bench` applies.\n\n" + search_table(rows, plan))
+        setting = {k: cfg[k] for k in ("dataset", "teacher", "student", "epochs", "kd_steps",
+                                       "holdout")}
+        setting["seeds"] = sorted({r["seed"] for r in rows})
+        data = {"setting": setting, "methods": {m: o for m, (_, o) in chosen.items()}}
+        (out / "tuned.yaml").write_text(
+            "# chosen by `rgal bench --search` (search.md beside it); `rgal bench --tuned`\n"
+            + yaml.safe_dump(data, sort_keys=False))
+
+    return write
 
 
 def _plots(rows: list[dict[str, Any]], out: Path) -> None:

@@ -10,7 +10,7 @@ import torch
 from ..amp import Precision
 from ..data.augment import Augment
 from ..data.datasets import ImageTensors
-from ..engine.inversion import weighted_sum
+from ..engine.inversion import gradient_shares, weighted_sum
 from ..methods.base import Method
 from ..models.features import FeatureExtractor
 
@@ -47,8 +47,10 @@ class StudentPhase:
 
     def __init__(self, method: Method, teacher: FeatureExtractor, student: FeatureExtractor,
                  augment: Augment, optimizer: torch.optim.Optimizer, *, batch_size: int,
-                 precision: Precision | None = None, clip: float = 0.0) -> None:
+                 precision: Precision | None = None, clip: float = 0.0,
+                 measure_every: int = 0) -> None:
         self.method, self.teacher, self.student = method, teacher, student
+        self.measure_every, self.count = measure_every, 0
         self.augment, self.optimizer = augment, optimizer
         self.batch_size, self.clip = batch_size, clip
         self.precision = precision or Precision("fp32")
@@ -78,7 +80,11 @@ class StudentPhase:
             s = self.student(v)
             terms = self.method.student_terms(v, y, t, s)
             loss = weighted_sum(terms, self.method.student_weights())
+        shares = {}
+        if self.measure_every > 0 and self.count % self.measure_every == 0:
+            shares = gradient_shares(terms, self.method.student_weights(), self.params)
+        self.count += 1
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.step(loss, self.optimizer, self.params, self.clip)
         terms["loss_student"] = loss
-        return {k: val.detach() for k, val in terms.items()}
+        return {k: val.detach() for k, val in {**terms, **shares}.items()}
