@@ -135,7 +135,9 @@ def test_search_writes_tuned_settings_that_the_bench_applies(tmp_path, fake_fmni
             assert got == value, key
     assert cfg["config"]["lr_g"] == 0.123  # the user's --set wins over the tuned value
     assert (cmp_out / "tuned.yaml").read_text() == (out / "tuned.yaml").read_text()
-    assert "tuned.yaml" in (cmp_out / "results.md").read_text()
+    cmp_md = (cmp_out / "results.md").read_text()
+    assert "tuned.yaml" in cmp_md
+    assert "Only 1 seed(s) for some entries: fewer than 5" in cmp_md
 
 
 @pytest.mark.slow
@@ -158,3 +160,55 @@ def test_parallel_jobs_give_the_same_results_as_one_process(tmp_path, fake_fmnis
         torch.set_num_threads(threads)
     assert results[1] == results[2]  # same order (the plan's) and the same accuracies
     assert [m for m, _, _ in results[2]] == ["rgal", "rgal", "dfad", "dfad"]
+
+
+def _workers_of(parent: int) -> list[int]:
+    """pids of the multiprocessing workers (not the resource tracker) started by `parent`."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        if ppid == parent and "spawn_main" in cmd and "resource_tracker" not in cmd:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs /proc")
+def test_killing_a_parallel_bench_stops_its_workers_with_a_checkpoint(tmp_path, fake_fmnist,
+                                                                      teacher_file):
+    """kill -9 of `rgal bench --jobs 2` leaves no worker running on: each checkpoints its run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "b"
+    argv = _argv(out, fake_fmnist, teacher_file, "--methods", "rgal", "--seeds", "2",
+                 "--jobs", "2", "--tuned", "none", "--set", "epochs=500")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rgal", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = [out / "runs" / "rgal" / f"seed{s}" / "metrics.jsonl" for s in (0, 1)]
+    deadline = time.monotonic() + 240
+    while not all(m.exists() and m.read_text().count("\n") >= 1 for m in metrics):
+        assert proc.poll() is None and time.monotonic() < deadline, "runs did not start"
+        time.sleep(0.5)
+    workers = _workers_of(proc.pid)
+    assert len(workers) == 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while any(os.path.exists(f"/proc/{w}") and "Z" not in open(f"/proc/{w}/stat").read()
+              .rpartition(")")[2].split()[:1] for w in workers):
+        assert time.monotonic() < deadline, "workers outlived the bench"
+        time.sleep(0.5)
+    for m in metrics:  # each stopped run checkpointed its position: --resume continues it
+        assert (m.parent / "checkpoint.pt").is_file()

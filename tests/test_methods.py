@@ -324,3 +324,18 @@ def test_gradient_shares_are_logged_and_leave_training_unchanged(tmp_path, fake_
         assert all(0 <= v <= 1 for v in shares.values())
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+def test_readme_method_table_is_the_registry_table():
+    """README's method table is `rgal methods --markdown`, generated from the registry."""
+    from pathlib import Path
+
+    from rgal.methods.registry import method_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("<!-- rgal methods --markdown -->\n") + len(
+        "<!-- rgal methods --markdown -->\n")
+    end = readme.index("<!-- end of rgal methods --markdown -->")
+    assert readme[start:end] == method_table()
+    for name in list_methods():
+        assert f"| `{name}` |" in readme[start:end]

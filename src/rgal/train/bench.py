@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,7 @@ def default_search_methods() -> list[str]:
 
 
 # -- tuned settings: what `rgal bench --search` chose, applied by `rgal bench` -----------------
+MIN_SEEDS = 5  # fewer per entry and results.md says no claim should rest on it
 TUNED_DIR = Path(__file__).resolve().parent / "tuned"
 
 
@@ -157,10 +160,25 @@ def run_one(cfg: DistillConfig) -> str | None:
     return f"{summary['final_acc']:.2f}% ({summary['wall_s']:.0f} s)"
 
 
-def _one_thread() -> None:
+def _worker_init(parent: int) -> None:
+    """A `--jobs` worker: one thread, and it does not outlive the bench. When the bench
+    process dies (even kill -9), the worker gets SIGTERM, so a run in progress checkpoints
+    its exact position and stops (`--resume` continues it); 30 s later it exits regardless."""
+    import signal
+    import threading
+
     import torch
 
     torch.set_num_threads(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rgal-parent-watch", daemon=True).start()
 
 
 def run_bench(runs: list[tuple[str, int, DistillConfig]], out: Path, *, progress: bool = True,
@@ -194,7 +212,8 @@ def run_bench(runs: list[tuple[str, int, DistillConfig]], out: Path, *, progress
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_one_thread) as pool:
+            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(run_one, cfg): i for i, (_, _, cfg) in enumerate(runs)}
                 try:
                     for fut in as_completed(futures):
@@ -329,8 +348,14 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
     used = (f"Each method's own hyper-parameters: `{tuned.name}` in this folder (chosen by "
             "`rgal bench --search` on held-out training images).\n\n" if tuned.exists()
             else "Each method's own hyper-parameters: its defaults.\n\n")
+    seeds = {}
+    for r in rows:
+        seeds.setdefault(r["method"], set()).add(r["seed"])
+    few = (f"**Only {min(map(len, seeds.values()))} seed(s) for some entries: fewer than "
+           f"{MIN_SEEDS}, so no difference here should be claimed.**\n\n"
+           if min(map(len, seeds.values())) < MIN_SEEDS else "")
     (out / "results.md").write_text(
-        _header(rows, "Benchmark") + used +
+        _header(rows, "Benchmark") + used + few +
         "Accuracy: mean over seeds ± the half-width of its 95% confidence interval "
         "(Student t). Paired difference: each seed's accuracy minus the reference's with the "
         "same seed, mean ± 95% interval; the verdict is \"better\" or \"worse\" only when "
