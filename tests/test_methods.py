@@ -272,6 +272,18 @@ def test_holdout_evaluates_on_unseen_training_images(tmp_path, fake_fmnist, teac
         prepare_distillation(distill_config(base, {"holdout": len(train)}))
 
 
+def test_a_holdout_run_says_held_out_not_test(tmp_path, fake_fmnist, teacher_file, capsys):
+    """Accuracies on held-out training images are never labelled as test accuracies."""
+    out = tmp_path / "h"
+    argv = ["distill", "--out", str(out), "--data-root", str(fake_fmnist), "--no-progress",
+            "--set", f"teacher_weights={teacher_file}", "--set", "holdout=20"]
+    assert main(argv + [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]) == 0
+    printed = capsys.readouterr().out
+    assert "student held-out acc (last)" in printed and "test acc" not in printed
+    page = (out / "report.html").read_text()
+    assert "teacher held-out acc" in page and "test acc" not in page
+
+
 def test_bench_table_times_when_each_entry_reaches_rgal_accuracy():
     from rgal.train.bench import results_table, time_to_accuracy
 

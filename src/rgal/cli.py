@@ -124,12 +124,16 @@ def cmd_distill(args: argparse.Namespace) -> int:
         shutdown()
     if not summary:  # not the writing rank
         return 0
+    from .engine.html_report import split_name
+
+    split = split_name(cfg.holdout)
     print_table([
         ("teacher", f"{cfg.teacher} ({summary['teacher_params'] / 1e6:.2f}M params)"),
         ("student", f"{cfg.student} ({summary['student_params'] / 1e6:.3f}M params)"),
-        ("teacher test acc", f"{summary['teacher_acc']:.2f}%"),
-        ("student test acc (last)", f"{summary['final_acc']:.2f}%"),
-        ("student test acc (best)", f"{summary['best_acc']:.2f}% (epoch {summary['best_epoch']})"),
+        (f"teacher {split} acc", f"{summary['teacher_acc']:.2f}%"),
+        (f"student {split} acc (last)", f"{summary['final_acc']:.2f}%"),
+        (f"student {split} acc (best)",
+         f"{summary['best_acc']:.2f}% (epoch {summary['best_epoch']})"),
         ("images synthesized", f"{summary['images_synthesized']}"),
         ("time", f"{summary['wall_s']:.0f} s (synthesis {summary['synthesis_s']:.0f} s, "
                  f"student {summary['distill_s']:.0f} s, eval {summary['eval_s']:.0f} s)"),

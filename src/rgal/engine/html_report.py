@@ -28,6 +28,12 @@ from typing import Any
 
 REPORT = "report.html"
 
+
+def split_name(holdout: int | None) -> str:
+    """What a run's accuracies are measured on: "held-out" (training images set aside with
+    `holdout`) or "test"."""
+    return "held-out" if holdout else "test"
+
 # Fields of a metrics record that are positions, times or counters, not curves of the
 # optimisation (they are listed in the per-epoch table, not drawn as loss curves).
 _NOT_CURVES = ("epoch", "task", "steps", "test_acc", "acc_seen", "pool_size",
@@ -317,8 +323,9 @@ def _distill_body(run_dir: Path, summary: dict[str, Any], records: list[dict[str
              f"{cfg.get('student', '?')} on {cfg.get('dataset', '?')}") if cfg else "distill run"
     last = records[-1] if records else {}
     done = summary.get("epochs")
+    split = split_name(cfg.get("holdout"))
     cards = [
-        ("teacher test acc", _pct(summary.get("teacher_acc")),
+        (f"teacher {split} acc", _pct(summary.get("teacher_acc")),
          f"{summary['teacher_params'] / 1e6:.2f}M params" if "teacher_params" in summary else ""),
         ("student acc (last)", _pct(summary.get("final_acc", last.get("test_acc"))),
          f"epoch {last.get('epoch')}" if last else ""),
@@ -341,7 +348,7 @@ def _distill_body(run_dir: Path, summary: dict[str, Any], records: list[dict[str
     grid = _latest(list((run_dir / "grids").glob("epoch_*.png")))
     parts = ["<h2>Summary</h2>", _cards(cards),
              "<h2>Accuracy</h2>", _image(run_dir / "accuracy.png",
-                                         "student test accuracy per epoch; dashed: teacher"),
+                                         f"student {split} accuracy per epoch; dashed: teacher"),
              "<h2>Loss curves</h2>",
              _figure_bytes(curves_png(records, "epoch"),
                            "per-epoch means from metrics.jsonl: losses (blue), diversity of the "
@@ -489,8 +496,9 @@ def _bench_body(run_dir: Path) -> tuple[str, str]:
     methods = list(dict.fromkeys(r.get("method", "?") for r in rows))
     cards = [("entries", str(len(methods)), ", ".join(methods)[:80]),
              ("runs", str(len(rows)), "")]
+    split = "held-out" if "held-out training images" in md else "test"
     if rows and rows[0].get("teacher_acc"):
-        cards.insert(0, ("teacher test acc", _pct(float(rows[0]["teacher_acc"])), ""))
+        cards.insert(0, (f"teacher {split} acc", _pct(float(rows[0]["teacher_acc"])), ""))
     parts = ["<h2>Summary</h2>", _cards(cards), "<h2>Results</h2>", _markdown_blocks(md)]
     parts += ["<h2>Accuracy</h2>", '<div class="row">',
               _image(run_dir / "accuracy_vs_epoch.png", "mean over seeds, per epoch"),
@@ -507,7 +515,7 @@ def _bench_body(run_dir: Path) -> tuple[str, str]:
             links.append(f"<tr><td>{_esc(r.get('method'))}</td><td>{_esc(r.get('seed'))}</td>"
                          f"<td>{_esc(r.get('test_acc'))}</td><td>{target}</td></tr>")
         parts.append("<h2>Runs</h2><div class=\"scroll\"><table><thead><tr><th>entry</th>"
-                     "<th>seed</th><th>test acc</th><th>run folder</th></tr></thead><tbody>"
+                     f"<th>seed</th><th>{split} acc</th><th>run folder</th></tr></thead><tbody>"
                      + "".join(links) + "</tbody></table></div>")
         first = run_dir / _bench_run_folder(rows[0].get("method", ""), rows[0].get("seed", ""))
         cfg = (_read_json(first / "summary.json") or {}).get("config")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..config import ConfigError, DistillConfig
 from ..engine import CHECKPOINT, check_resumable, load_checkpoint
-from ..engine.html_report import write_report
+from ..engine.html_report import split_name, write_report
 from ..engine.stats import Interval, mean_interval, paired_difference, verdict
 from ..methods import distill_config, get_method, list_ablations, list_methods
 
@@ -446,10 +446,12 @@ def _plots(rows: list[dict[str, Any]], out: Path) -> None:
         epochs, times, accs = mean_curve(rs)
         by_epoch[method], by_time[method] = (epochs, accs), (times, accs)
     teacher = rows[0]["teacher_acc"]
-    plot_curves(out / "accuracy_vs_epoch.png", by_epoch, title="student test accuracy",
-                hlines={f"teacher {teacher:.2f}%": teacher})
-    plot_curves(out / "accuracy_vs_time.png", by_time, xlabel="wall time (s)",
-                title="student test accuracy", hlines={f"teacher {teacher:.2f}%": teacher})
+    cfg = json.loads((Path(rows[0]["run_dir"]) / "summary.json").read_text())["config"]
+    split = split_name(cfg.get("holdout"))
+    for name, curves, xlabel in (("accuracy_vs_epoch.png", by_epoch, "epoch"),
+                                 ("accuracy_vs_time.png", by_time, "wall time (s)")):
+        plot_curves(out / name, curves, xlabel=xlabel, ylabel=f"{split} accuracy (%)",
+                    title=f"student {split} accuracy", hlines={f"teacher {teacher:.2f}%": teacher})
     _sample_montage(rows, out / "samples.png")
 
 

@@ -26,7 +26,7 @@ from ..data.pool import ImagePool
 from ..distributed import all_gather_cat, barrier, broadcast_module, rank, world_size
 from ..engine import CHECKPOINT, Job, RunFolder, TrainingLoop
 from ..engine.evaluate import evaluate
-from ..engine.html_report import write_report
+from ..engine.html_report import split_name, write_report
 from ..engine.report import plot_curves, save_grid
 from ..methods import get_method, method_context
 from ..methods.build import frozen_teacher
@@ -233,7 +233,7 @@ class DistillJob(Job):
                     {f"student {cfg.student}": ([r["epoch"] for r in history],
                                                 [r["test_acc"] for r in history])},
                     title=f"{cfg.method}: {cfg.teacher} -> {cfg.student} on {self.info.name}",
-                    hlines=teacher)
+                    ylabel=f"{split_name(cfg.holdout)} accuracy (%)", hlines=teacher)
 
     def _diversity(self, epoch: int) -> dict[str, float | None]:
         """Diversity measures of up to `diversity_samples` images of the method's current set.
