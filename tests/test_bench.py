@@ -191,7 +191,7 @@ def test_killing_a_parallel_bench_stops_its_workers_with_a_checkpoint(tmp_path, 
     import time
 
     out = tmp_path / "b"
-    argv = _argv(out, fake_fmnist, teacher_file, "--methods", "rgal", "--seeds", "2",
+    argv = _argv(out, fake_fmnist, teacher_file, "--methods", "rgal", "--seeds", "3",
                  "--jobs", "2", "--tuned", "none", "--set", "epochs=500")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "rgal", *argv], env=env,
@@ -212,3 +212,4 @@ def test_killing_a_parallel_bench_stops_its_workers_with_a_checkpoint(tmp_path, 
         time.sleep(0.5)
     for m in metrics:  # each stopped run checkpointed its position: --resume continues it
         assert (m.parent / "checkpoint.pt").is_file()
+    assert not (out / "runs" / "rgal" / "seed2").exists()  # the queued run never started

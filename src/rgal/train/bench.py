@@ -12,6 +12,7 @@ import json
 import math
 import os
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -146,6 +147,8 @@ def run_one(cfg: DistillConfig) -> str | None:
     from .distill import run_distillation
     from .prepare import prepare_distillation
 
+    if _PARENT_GONE.is_set():  # a queued run of a bench that is gone: leave it unstarted
+        os._exit(1)
     run_dir = Path(cfg.out)
     if (run_dir / "summary.json").exists():  # reuse a finished run only if it is this one
         done = json.loads((run_dir / "summary.json").read_text())["config"]
@@ -160,12 +163,14 @@ def run_one(cfg: DistillConfig) -> str | None:
     return f"{summary['final_acc']:.2f}% ({summary['wall_s']:.0f} s)"
 
 
+_PARENT_GONE = threading.Event()  # set in a --jobs worker whose bench died
+
+
 def _worker_init(parent: int) -> None:
     """A `--jobs` worker: one thread, and it does not outlive the bench. When the bench
     process dies (even kill -9), the worker gets SIGTERM, so a run in progress checkpoints
     its exact position and stops (`--resume` continues it); 30 s later it exits regardless."""
     import signal
-    import threading
 
     import torch
 
@@ -174,6 +179,7 @@ def _worker_init(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
+        _PARENT_GONE.set()  # no new run starts in this worker
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)
         os._exit(1)
