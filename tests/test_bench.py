@@ -125,7 +125,7 @@ def test_search_writes_tuned_settings_that_the_bench_applies(tmp_path, fake_fmni
     # the comparison applies the chosen settings under the bench's own settings
     capsys.readouterr()
     cmp_out = tmp_path / "cmp"
-    argv = _argv(cmp_out, fake_fmnist, teacher_file, "--methods", "dfad", "--seeds", "1",
+    argv = _argv(cmp_out, fake_fmnist, teacher_file, "--methods", "dfad,zskt", "--seeds", "1",
                  "--tuned", str(out / "tuned.yaml"), "--set", "lr_g=0.123")
     assert main(argv) == 0, capsys.readouterr().err
     cfg = json.loads((cmp_out / "runs" / "dfad" / "seed0" / "summary.json").read_text())
@@ -138,6 +138,7 @@ def test_search_writes_tuned_settings_that_the_bench_applies(tmp_path, fake_fmni
     cmp_md = (cmp_out / "results.md").read_text()
     assert "tuned.yaml" in cmp_md
     assert "Only 1 seed(s) for some entries: fewer than 5" in cmp_md
+    assert "Not tuned (defaults, no search result): zskt;" in cmp_md  # unequal: said so
 
 
 @pytest.mark.slow

@@ -351,9 +351,16 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
     """results.csv, results.md and the pictures, from the rows so far."""
     _write_csv(rows, out)
     tuned = out / "tuned.yaml"
+    searched = set(load_tuned(tuned)["methods"]) if tuned.exists() else set()
+    untuned = sorted({m for m in (parse_entry(r["method"])["method"] for r in rows)
+                      if get_method(m).search and m not in searched})
     used = (f"Each method's own hyper-parameters: `{tuned.name}` in this folder (chosen by "
-            "`rgal bench --search` on held-out training images).\n\n" if tuned.exists()
-            else "Each method's own hyper-parameters: its defaults.\n\n")
+            "`rgal bench --search` on held-out training images)." if searched
+            else "Each method's own hyper-parameters: its defaults.")
+    if untuned and searched:
+        used += (f" **Not tuned (defaults, no search result): {', '.join(untuned)}; "
+                 "comparisons with them are not equal treatment.**")
+    used += "\n\n"
     seeds = {}
     for r in rows:
         seeds.setdefault(r["method"], set()).add(r["seed"])
