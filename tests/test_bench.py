@@ -121,7 +121,9 @@ def test_search_writes_tuned_settings_that_the_bench_applies(tmp_path, fake_fmni
     assert chosen == first_best
     md = (out / "search.md").read_text()
     assert "held-out training images" in md and f"**{accs[chosen]:.2f}**" in md
-    assert (out / "report.html").is_file()
+    page = (out / "report.html").read_text()
+    assert "<strong>" in page and "**" not in page  # the chosen row in bold, not asterisks
+    assert "teacher held-out acc" in page and (out / "accuracy_vs_epoch.png").is_file()
     # the comparison applies the chosen settings under the bench's own settings
     capsys.readouterr()
     cmp_out = tmp_path / "cmp"

@@ -191,9 +191,17 @@ def _cards(items: Sequence[tuple[str, str, str]]) -> str:
     return f'<div class="cards">{cells}</div>'
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(_fmt(c))}</td>" for c in row) + "</tr>"
+def _inline(text: str) -> str:
+    """Escaped text with markdown's `code` and **bold** spans as html."""
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(text))
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "",
+           markdown: bool = False) -> str:
+    cell = _inline if markdown else _esc
+    head = "".join(f"<th>{cell(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(_fmt(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
     attr = f' class="{cls}"' if cls else ""
     return (f'<div class="scroll"><table{attr}><thead><tr>{head}</tr></thead>'
@@ -447,15 +455,14 @@ def _markdown_blocks(text: str) -> str:
     out, table, para = [], [], []
 
     def flush() -> None:
-        if para:  # `code` spans as <code>
-            text = re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(" ".join(para)))
-            out.append(f'<p class="text">{text}</p>')
+        if para:
+            out.append(f'<p class="text">{_inline(" ".join(para))}</p>')
             para.clear()
         if table:
             rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
             rows = [r for r in rows if not all(set(c) <= set("-: ") for c in r)]
             if rows:
-                out.append(_table(rows[0], rows[1:]))
+                out.append(_table(rows[0], rows[1:], markdown=True))
             table.clear()
 
     for line in text.splitlines():
@@ -500,12 +507,13 @@ def _bench_body(run_dir: Path) -> tuple[str, str]:
     if rows and rows[0].get("teacher_acc"):
         cards.insert(0, (f"teacher {split} acc", _pct(float(rows[0]["teacher_acc"])), ""))
     parts = ["<h2>Summary</h2>", _cards(cards), "<h2>Results</h2>", _markdown_blocks(md)]
-    parts += ["<h2>Accuracy</h2>", '<div class="row">',
-              _image(run_dir / "accuracy_vs_epoch.png", "mean over seeds, per epoch"),
-              _image(run_dir / "accuracy_vs_time.png", "mean over seeds, against wall time"),
-              "</div>",
-              "<h2>Latest synthetic images</h2>",
-              _image(run_dir / "samples.png", "each entry's last grid (first seed)")]
+    charts = (_image(run_dir / "accuracy_vs_epoch.png", "mean over seeds, per epoch") +
+              _image(run_dir / "accuracy_vs_time.png", "mean over seeds, against wall time"))
+    if charts:
+        parts += ["<h2>Accuracy</h2>", f'<div class="row">{charts}</div>']
+    samples = _image(run_dir / "samples.png", "each entry's last grid (first seed)")
+    if samples:
+        parts += ["<h2>Latest synthetic images</h2>", samples]
     if rows:
         links = []
         for r in rows:

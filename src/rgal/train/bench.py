@@ -440,6 +440,7 @@ def search_writer(plan: list[tuple[str, int, str]]
             "defaults), with the same shared settings and budget. The chosen configuration "
             "(bold: the highest mean accuracy; a tie keeps the earlier) is written to "
             "`tuned.yaml`, which `rgal bench` applies.\n\n" + search_table(rows, plan))
+        _plots(rows, out)
         setting = {k: cfg[k] for k in ("dataset", "teacher", "student", "epochs", "kd_steps",
                                        "holdout")}
         setting["seeds"] = sorted({r["seed"] for r in rows})
