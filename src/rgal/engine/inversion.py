@@ -65,11 +65,12 @@ def gradient_shares(terms: Terms, weights: dict[str, float],
 
 
 @contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """The model in eval mode without parameter gradients; mode and flags restored on exit."""
+def frozen(model: nn.Module, train: bool = False) -> Iterator[nn.Module]:
+    """The model without parameter gradients, in eval mode (or train mode with `train`, so
+    its BatchNorms use and update batch statistics); mode and flags restored on exit."""
     mode = model.training
     flags = [p.requires_grad for p in model.parameters()]
-    model.eval().requires_grad_(False)
+    model.train(train).requires_grad_(False)
     try:
         yield model
     finally:

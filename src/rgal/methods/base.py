@@ -14,7 +14,6 @@ student's images come from:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -308,7 +307,7 @@ class OnlineMethod(Method):
         DFAD's code run it) in train mode, which also moves its running statistics."""
         if self.cfg.online.adv_student_mode == "eval":
             return frozen(self.student.model)
-        return _frozen_in_train_mode(self.student.model)
+        return frozen(self.student.model, train=True)
 
     def generator_terms(self, x: torch.Tensor, v: torch.Tensor, y: None, t: Features,
                         s: Features | None) -> Terms:
@@ -375,20 +374,6 @@ class OnlineMethod(Method):
         if "cache" in state:
             self.cache = state["cache"].to(self.cache.device)
         super().load_run_state(state)
-
-
-@contextmanager
-def _frozen_in_train_mode(model: nn.Module):
-    """The model without parameter gradients, in train mode; flags and mode restored."""
-    mode = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.train().requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
-        model.train(mode)
 
 
 class RealDataMethod(Method):
