@@ -361,12 +361,9 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
         used += (f" **Not tuned (defaults, no search result): {', '.join(untuned)}; "
                  "comparisons with them are not equal treatment.**")
     used += "\n\n"
-    seeds = {}
-    for r in rows:
-        seeds.setdefault(r["method"], set()).add(r["seed"])
-    few = (f"**Only {min(map(len, seeds.values()))} seed(s) for some entries: fewer than "
-           f"{MIN_SEEDS}, so no difference here should be claimed.**\n\n"
-           if min(map(len, seeds.values())) < MIN_SEEDS else "")
+    fewest = min(len({r["seed"] for r in rs}) for rs in _grouped(rows).values())
+    few = (f"**Only {fewest} seed(s) for some entries: fewer than {MIN_SEEDS}, so no "
+           "difference here should be claimed.**\n\n" if fewest < MIN_SEEDS else "")
     (out / "results.md").write_text(
         _header(rows, "Benchmark") + used + few +
         "Accuracy: mean over seeds ± the half-width of its 95% confidence interval "
