@@ -334,6 +334,11 @@ def test_gradient_shares_are_logged_and_leave_training_unchanged(tmp_path, fake_
         assert sum(syn) == pytest.approx(1.0, abs=1e-4)
         assert sum(stu) == pytest.approx(1.0, abs=1e-4)
         assert all(0 <= v <= 1 for v in shares.values())
+        from rgal.train.bench import result_row  # a bench row carries the epoch-mean shares
+
+        row = result_row("rgal", 0, out)
+        assert sum(row[f"share_{k}"] for k in ("loss_kd", "loss_cd", "loss_rel_stu")) == \
+            pytest.approx(1.0, abs=1e-4)
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
 
@@ -351,3 +356,20 @@ def test_readme_method_table_is_the_registry_table():
     assert readme[start:end] == method_table()
     for name in list_methods():
         assert f"| `{name}` |" in readme[start:end]
+
+
+def test_bench_shares_table_averages_each_terms_share_per_entry():
+    """A bench with `grad_shares` reports each term's share per entry (mean over seeds); an
+    entry without a term shows a dash; a bench without shares has no such section."""
+    from rgal.train.bench import shares_table
+
+    rows = [{"method": "rgal", "seed": 0, "share_loss_kd": 0.8, "share_loss_rel_stu": 0.2},
+            {"method": "rgal", "seed": 1, "share_loss_kd": 0.6, "share_loss_rel_stu": 0.4},
+            {"method": "rgal-no-rel", "seed": 0, "share_loss_kd": 1.0}]
+    table = shares_table(rows)
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in table.splitlines() if line.startswith("| ")}
+    assert cells["method"] == ["kd", "rel_stu"]
+    assert cells["rgal"] == ["0.700", "0.300"]
+    assert cells["rgal-no-rel"] == ["1.000", "–"]
+    assert shares_table([{"method": "rgal", "seed": 0, "test_acc": 80.0}]) == ""

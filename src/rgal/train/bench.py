@@ -247,6 +247,10 @@ def result_row(entry: str, seed: int, run_dir: Path) -> dict[str, Any]:
            "teacher_acc": summary["teacher_acc"], "epochs": summary["epochs"]}
     for k in DIVERSITY_KEYS:
         row[k] = last.get(k)
+    # `--set grad_shares=N`: each loss term's share of its phase's gradient norm, averaged
+    # over the epochs that measured it
+    for k in sorted({k for r in history for k in r if k.startswith("share_")}):
+        row[k] = statistics.fmean(r[k] for r in history if k in r)
     row["curve"] = [(r["epoch"], r["elapsed_s"], r["test_acc"]) for r in history]
     row["run_dir"] = str(run_dir)
     return row
@@ -371,13 +375,35 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
         "same seed, mean ± 95% interval; the verdict is \"better\" or \"worse\" only when "
         "the interval excludes zero. Diversity measures: the last epoch's synthetic set in the "
         "teacher's normalised penultimate features (for kd-real/scratch: real training "
-        "images).\n\n" + results_table(rows))
+        "images).\n\n" + results_table(rows) + shares_table(rows))
     _plots(rows, out)
+
+
+def shares_table(rows: list[dict[str, Any]]) -> str:
+    """With `--set grad_shares=N`: each entry's loss terms as shares of their phase's gradient
+    norm (mean over the measured steps' epochs and the seeds); empty otherwise."""
+    keys = sorted({k for r in rows for k in r if k.startswith("share_")})
+    if not keys:
+        return ""
+    names = [k.removeprefix("share_").removeprefix("loss_") for k in keys]
+    lines = ["\n## Gradient shares\n\nEach loss term's share of the gradient norm of its "
+             "phase (generator terms sum to 1, student terms sum to 1), measured every "
+             "`grad_shares` steps, averaged over epochs and seeds; – where an entry has no "
+             "such term.\n",
+             "| method | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for method, rs in _grouped(rows).items():
+        cells = []
+        for k in keys:
+            vals = [r[k] for r in rs if r.get(k) is not None]
+            cells.append(_fmt(statistics.fmean(vals)) if vals else "–")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _write_csv(rows: list[dict[str, Any]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    columns = [k for k in rows[0] if k not in ("curve", "run_dir")]
+    columns = list(dict.fromkeys(k for r in rows for k in r if k not in ("curve", "run_dir")))
     with (out / "results.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
