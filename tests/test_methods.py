@@ -373,3 +373,19 @@ def test_bench_shares_table_averages_each_terms_share_per_entry():
     assert cells["rgal"] == ["0.700", "0.300"]
     assert cells["rgal-no-rel"] == ["1.000", "–"]
     assert shares_table([{"method": "rgal", "seed": 0, "test_acc": 80.0}]) == ""
+
+
+def test_bench_pairs_each_plus_rgal_entry_with_its_plain_method():
+    """results.md gives `X+rgal` minus `X` paired by seed, whatever overrides the entry has,
+    and nothing when the plain method is absent."""
+    from rgal.train.bench import combination_table
+
+    def rows(entry, accs):
+        return [{"method": entry, "seed": s, "test_acc": a} for s, a in enumerate(accs)]
+
+    table = combination_table(rows("nayer", [80, 81, 79]) + rows("nayer+rgal:lr_g=0.002",
+                                                                 [82, 83, 81]))
+    line = next(x for x in table.splitlines() if x.startswith("| nayer+rgal"))
+    assert [c.strip() for c in line.split("|")[1:-1]] == [
+        "nayer+rgal:lr_g=0.002", "nayer", "+2.00 ± 0.00", "better"]
+    assert combination_table(rows("cmi+rgal", [1, 2]) + rows("nayer", [1, 2])) == ""

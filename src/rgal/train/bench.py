@@ -375,8 +375,31 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
         "same seed, mean ± 95% interval; the verdict is \"better\" or \"worse\" only when "
         "the interval excludes zero. Diversity measures: the last epoch's synthetic set in the "
         "teacher's normalised penultimate features (for kd-real/scratch: real training "
-        "images).\n\n" + results_table(rows) + shares_table(rows))
+        "images).\n\n" + results_table(rows) + combination_table(rows) + shares_table(rows))
     _plots(rows, out)
+
+
+def combination_table(rows: list[dict[str, Any]]) -> str:
+    """Each `X+rgal` entry against plain `X` in the same bench, paired by seed: what RGAL's
+    terms add to that method. Empty when no such pair is present."""
+    groups = _grouped(rows)
+    plain = {parse_entry(e)["method"]: e for e in groups if parse_entry(e) == {
+        "method": parse_entry(e)["method"]}}
+    lines = []
+    for entry, rs in groups.items():
+        method = parse_entry(entry)["method"]
+        base = plain.get(method.removesuffix("+rgal")) if method.endswith("+rgal") else None
+        if base is None:
+            continue
+        d = paired_difference({r["seed"]: r["test_acc"] for r in rs},
+                              {r["seed"]: r["test_acc"] for r in groups[base]})
+        lines.append(f"| {entry} | {base} | {d.text(signed=True)} | {verdict(d)} |")
+    if not lines:
+        return ""
+    return ("\n## RGAL's terms on other methods\n\nEach `+rgal` entry minus the same method "
+            "without them, paired by seed (mean ± 95% interval).\n\n"
+            "| entry | minus | paired difference (points) | verdict |\n|---|---|---|---|\n"
+            + "\n".join(lines) + "\n")
 
 
 def shares_table(rows: list[dict[str, Any]]) -> str:
