@@ -216,3 +216,20 @@ def test_killing_a_parallel_bench_stops_its_workers_with_a_checkpoint(tmp_path, 
     for m in metrics:  # each stopped run checkpointed its position: --resume continues it
         assert (m.parent / "checkpoint.pt").is_file()
     assert not (out / "runs" / "rgal" / "seed2").exists()  # the queued run never started
+
+
+def test_results_header_names_each_methods_own_generator_steps(tmp_path):
+    """Fast's few inner steps are its own: a header over methods with different generator
+    steps lists each count with its entries instead of the first run's."""
+    def row(entry, g_steps):
+        run = tmp_path / entry
+        run.mkdir()
+        cfg = {"teacher": "t", "student": "s", "dataset": "d", "epochs": 8, "g_steps": g_steps,
+               "kd_steps": 50, "batch_size": 128, "holdout": 0}
+        (run / "summary.json").write_text(json.dumps({"config": cfg}))
+        return {"method": entry, "seed": 0, "teacher_acc": 90.0, "run_dir": str(run)}
+
+    mixed = bench._header([row("rgal", 15), row("fast", 5), row("cmi", 15)], "Benchmark")
+    assert "8 epochs of 15 (rgal, cmi), 5 (fast) generator steps" in mixed
+    same = bench._header([row("nayer", 15)], "Benchmark")
+    assert "8 epochs of 15 generator steps" in same and "the test set" in same

@@ -343,9 +343,15 @@ def _header(rows: list[dict[str, Any]], what: str) -> str:
     cfg = json.loads((Path(first["run_dir"]) / "summary.json").read_text())["config"]
     on = (f"{cfg['holdout']} held-out training images" if cfg.get("holdout")
           else "the test set")
+    steps: dict[int, list[str]] = {}  # generator steps are each method's own (Fast's are few)
+    for entry, rs in _grouped(rows).items():
+        run_cfg = json.loads((Path(rs[0]["run_dir"]) / "summary.json").read_text())["config"]
+        steps.setdefault(run_cfg["g_steps"], []).append(entry)
+    g_steps = (str(cfg["g_steps"]) if len(steps) == 1 else ", ".join(
+        f"{n} ({', '.join(entries)})" for n, entries in steps.items()))
     return (f"# {what}: {cfg['teacher']} -> {cfg['student']} on {cfg['dataset']}\n\n"
             f"Teacher accuracy {first['teacher_acc']:.2f}%. Each run: {cfg['epochs']} "
-            f"epochs of {cfg['g_steps']} generator steps (pool methods; online methods take "
+            f"epochs of {g_steps} generator steps (pool methods; online methods take "
             f"one generator step every `student_steps_per_g` student steps) and "
             f"{cfg['kd_steps']} student steps of {cfg['batch_size']}x2 views. Student accuracy "
             f"on {on} after the last epoch (not the best epoch).\n\n")
