@@ -229,7 +229,9 @@ def test_results_header_names_each_methods_own_generator_steps(tmp_path):
         (run / "summary.json").write_text(json.dumps({"config": cfg}))
         return {"method": entry, "seed": 0, "teacher_acc": 90.0, "run_dir": str(run)}
 
-    mixed = bench._header([row("rgal", 15), row("fast", 5), row("cmi", 15)], "Benchmark")
+    mixed = bench._header([row("rgal", 15), row("fast", 5), row("cmi", 15), row("kd-real", 15),
+                           row("rgal:w_adv=0.5", 15)],  # kd-real has no generator: not listed
+                          "Benchmark")
     assert "8 epochs of 15 (rgal, cmi), 5 (fast) generator steps" in mixed
     same = bench._header([row("nayer", 15)], "Benchmark")
     assert "8 epochs of 15 generator steps" in same and "the test set" in same

@@ -345,9 +345,14 @@ def _header(rows: list[dict[str, Any]], what: str) -> str:
           else "the test set")
     steps: dict[int, list[str]] = {}  # generator steps are each method's own (Fast's are few)
     for entry, rs in _grouped(rows).items():
+        method = parse_entry(entry)["method"]
+        if get_method(method).source == "real":
+            continue  # no generator
         run_cfg = json.loads((Path(rs[0]["run_dir"]) / "summary.json").read_text())["config"]
-        steps.setdefault(run_cfg["g_steps"], []).append(entry)
-    g_steps = (str(cfg["g_steps"]) if len(steps) == 1 else ", ".join(
+        named = steps.setdefault(run_cfg["g_steps"], [])
+        if method not in named:
+            named.append(method)
+    g_steps = (str(cfg["g_steps"]) if len(steps) <= 1 else ", ".join(
         f"{n} ({', '.join(entries)})" for n, entries in steps.items()))
     return (f"# {what}: {cfg['teacher']} -> {cfg['student']} on {cfg['dataset']}\n\n"
             f"Teacher accuracy {first['teacher_acc']:.2f}%. Each run: {cfg['epochs']} "
