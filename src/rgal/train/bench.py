@@ -353,7 +353,7 @@ def _header(rows: list[dict[str, Any]], what: str) -> str:
         if method not in named:
             named.append(method)
     g_steps = (str(cfg["g_steps"]) if len(steps) <= 1 else ", ".join(
-        f"{n} ({', '.join(entries)})" for n, entries in steps.items()))
+        f"{n} ({', '.join(methods)})" for n, methods in steps.items()))
     return (f"# {what}: {cfg['teacher']} -> {cfg['student']} on {cfg['dataset']}\n\n"
             f"Teacher accuracy {first['teacher_acc']:.2f}%. Each run: {cfg['epochs']} "
             f"epochs of {g_steps} generator steps (pool methods; online methods take "
