@@ -393,17 +393,15 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
 def combination_table(rows: list[dict[str, Any]]) -> str:
     """Each `X+rgal` entry against plain `X` in the same bench, paired by seed: what RGAL's
     terms add to that method. Empty when no such pair is present."""
-    groups = _grouped(rows)
-    plain = {parse_entry(e)["method"]: e for e in groups if parse_entry(e) == {
-        "method": parse_entry(e)["method"]}}
+    parsed = {entry: parse_entry(entry) for entry in _grouped(rows)}
+    plain = {p["method"]: entry for entry, p in parsed.items() if len(p) == 1}  # no overrides
     lines = []
-    for entry, rs in groups.items():
-        method = parse_entry(entry)["method"]
+    for entry, p in parsed.items():
+        method = p["method"]
         base = plain.get(method.removesuffix("+rgal")) if method.endswith("+rgal") else None
         if base is None:
             continue
-        d = paired_difference({r["seed"]: r["test_acc"] for r in rs},
-                              {r["seed"]: r["test_acc"] for r in groups[base]})
+        d = paired_against(rows, base)[entry]
         lines.append(f"| {entry} | {base} | {d.text(signed=True)} | {verdict(d)} |")
     if not lines:
         return ""
