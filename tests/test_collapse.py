@@ -1,0 +1,56 @@
+"""benchmarks/collapse.py: class histograms of a finished run's generator and student."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from rgal.cli import main
+from rgal.engine import CHECKPOINT, load_checkpoint
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "collapse.py"
+TINY = ["--epochs", "1", "--g-steps", "2", "--kd-steps", "2", "--batch-size", "8",
+        "--synthesis-batch-size", "16", "--set", "ngf=8", "--set", "nz=16", "--no-progress",
+        "--device", "cpu", "--set", "grid_every=0"]
+
+
+@pytest.fixture(scope="module")
+def collapse():
+    spec = importlib.util.spec_from_file_location("rgal_collapse", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_occupied_counts_classes_with_one_percent(collapse):
+    assert collapse.occupied([0, 0, 100]) == 1
+    assert collapse.occupied([1, 99, 0]) == 2
+    assert collapse.occupied([0, 200, 1]) == 1  # 1 of 201 is under 1%
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dfad", "rgal"])
+def test_histograms_cover_every_image_and_leave_the_run_untouched(
+        tmp_path, fake_fmnist, teacher_file, collapse, method, capsys):
+    out = tmp_path / method
+    assert main(["distill", "--method", method, "--data-root", str(fake_fmnist),
+                 "--teacher-weights", str(teacher_file), "--out", str(out), *TINY]) == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    counts = collapse.inspect(out, 24)
+    generated, student = counts.values()
+    assert len(generated) == len(student) == 10
+    pool = len(load_checkpoint(out / CHECKPOINT)["pool"]["labels"])
+    # online: 24 fresh images (no pool); pool methods: the pool's first 24 images
+    assert sum(generated) == (24 if method == "dfad" else min(24, pool))
+    assert (pool == 0) == (method == "dfad")
+    assert sum(student) == 100  # every test image of the fake dataset
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert collapse.main([str(out)]) == 0
+    assert f"{out}" in capsys.readouterr().out
+
+
+def test_a_folder_without_a_checkpoint_is_refused(tmp_path, collapse, capsys):
+    assert collapse.main([str(tmp_path)]) == 2
+    assert "has no checkpoint.pt" in capsys.readouterr().err
