@@ -3,7 +3,7 @@ student predicts.
 
 For each finished run folder (one with a `checkpoint.pt`), rebuilds the run from its
 checkpoint and prints the teacher's predicted classes on N fresh generator images (online
-methods; pool methods read their pool) and the student's predicted classes on the test set,
+methods; pool methods: the newest N images of their pool) and the student's predicted classes on the test set,
 each as a count per class, with the number of classes that get at least 1% of the images.
 
     python benchmarks/collapse.py runs/bench/runs/dfad/seed0 [more run folders] [--n 1024]
@@ -47,7 +47,7 @@ def inspect(folder: Path, n: int) -> dict[str, list[int]]:
     if method.source == "online":
         x, _ = method.sample(n, torch.Generator(job.device).manual_seed(0))
     else:
-        x = job.pool.state_dict()["images"][:n].float() / 255
+        x = job.pool.state_dict()["images"][-n:].float() / 255
     job.teacher.eval()
     synth = histogram(job.teacher(job.augment(x.to(job.device), augment=False)).argmax(1),
                       classes)
@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders with a checkpoint.pt")
     parser.add_argument("--n", type=int, default=1024, help="generated images to classify")
     args = parser.parse_args(argv)
+    if args.n < 1:
+        print(f"error: --n must be at least 1, got {args.n}", file=sys.stderr)
+        return 2
     for folder in args.runs:
         if not (folder / CHECKPOINT).is_file():
             print(f"error: {folder} has no {CHECKPOINT}", file=sys.stderr)

@@ -42,7 +42,7 @@ def test_histograms_cover_every_image_and_leave_the_run_untouched(
     generated, student = counts.values()
     assert len(generated) == len(student) == 10
     pool = len(load_checkpoint(out / CHECKPOINT)["pool"]["labels"])
-    # online: 24 fresh images (no pool); pool methods: the pool's first 24 images
+    # online: 24 fresh images (no pool); pool methods: the pool's newest 24 images
     assert sum(generated) == (24 if method == "dfad" else min(24, pool))
     assert (pool == 0) == (method == "dfad")
     assert sum(student) == 100  # every test image of the fake dataset
@@ -54,3 +54,5 @@ def test_histograms_cover_every_image_and_leave_the_run_untouched(
 def test_a_folder_without_a_checkpoint_is_refused(tmp_path, collapse, capsys):
     assert collapse.main([str(tmp_path)]) == 2
     assert "has no checkpoint.pt" in capsys.readouterr().err
+    assert collapse.main([str(tmp_path), "--n", "0"]) == 2
+    assert "--n must be at least 1" in capsys.readouterr().err
