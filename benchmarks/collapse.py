@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from rgal.engine import CHECKPOINT, load_checkpoint
+from rgal.engine.evaluate import predict
 from rgal.methods import distill_config
 from rgal.train.distill import DistillJob
 from rgal.train.prepare import prepare_distillation
@@ -51,13 +52,9 @@ def inspect(folder: Path, n: int) -> dict[str, list[int]]:
     job.teacher.eval()
     synth = histogram(job.teacher(job.augment(x.to(job.device), augment=False)).argmax(1),
                       classes)
-    job.student.eval()
-    test = job.setup.test
-    preds = [job.student(job.augment(test.images[i:i + 1000].float().div(255).to(job.device),
-                                     augment=False)).argmax(1)
-             for i in range(0, len(test), 1000)]
+    preds = predict(job.student, job.setup.test, job.augment.normalize)
     return {"teacher on generated images": synth,
-            "student on the test set": histogram(torch.cat(preds), classes)}
+            "student on the test set": histogram(preds, classes)}
 
 
 def main(argv: list[str] | None = None) -> int:
