@@ -145,7 +145,7 @@ def distill(teacher: nn.Module, student: nn.Module, data: Any = "fashion-mnist",
     the BN-statistics loss) and the penultimate feature (the input of its last nn.Linear) are
     found automatically.
     """
-    from .methods import distill_config, get_method
+    from .methods import default_values, distill_config, get_method
     from .models.build import require_batchnorm
     from .train.distill import (
         DistillSetup,
@@ -174,7 +174,8 @@ def distill(teacher: nn.Module, student: nn.Module, data: Any = "fashion-mnist",
                           "dataset name for it")
     folder, state = _prepare_out(out, run_folder, overwrite, resume)
     if state is not None:
-        check_resumable(state["config"], cfg.to_dict(), False, Path(out) / CHECKPOINT)
+        check_resumable(state["config"], cfg.to_dict(), False, Path(out) / CHECKPOINT,
+                        default_values(cfg.method))
     seed_everything(cfg.seed)
     setup = DistillSetup(cfg, info, teacher, student, test, device, folder, state)
     job, loop = start_distillation(setup)

@@ -72,6 +72,9 @@ class DistillConfig:
                                 hi=100_000)
     # the inversion terms most methods share
     w_bn: float = option(1.0, "weight of the BN-statistics loss (loss_bn)", lo=0)
+    w_bn_first: float = option(1.0, "multiplier of the BN-statistics distance of the first "
+                                    "BatchNorm the images reach (DeepInversion's ImageNet "
+                                    "script: 10)", lo=0)
     w_oh: float = option(1.0, "weight of the one-hot cross-entropy loss (loss_oh)", lo=0)
     w_adv: float = option(1.0, "weight of the adversarial loss (loss_adv)", lo=0)
     reset_generator: bool = option(False, "re-initialise the generator every synthesis phase")
@@ -81,6 +84,12 @@ class DistillConfig:
     nz: int = option(256, "generator latent size", lo=1, hi=65_536)
     ngf: int = option(32, "generator width", lo=1, hi=4096)
     tau: float = option(20.0, "KD temperature", lo=0, lo_open=True)
+    mix: str = option("none", "mix each student batch's source images in random pairs before "
+                              "the views are made: mixup (a blend) or cutmix (a pasted box); "
+                              "the image keeps the larger share and its label, the teacher "
+                              "sees the mixed image", choices=("none", "mixup", "cutmix"))
+    mix_alpha: float = option(1.0, "the mixing share l ~ Beta(a, a), the image's own share "
+                                   "max(l, 1 - l)", lo=0, lo_open=True)
     # run
     out: str = option("runs/demo", "output folder")
     seed: int = option(0, "random seed", lo=0, hi=2**31 - 1)

@@ -60,6 +60,39 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.25, 1.0
                                      align_corners=False)
 
 
+def mix_images(x: torch.Tensor, kind: str, alpha: float = 1.0) -> torch.Tensor:
+    """Each image mixed with a random partner from the same batch, keeping the larger share.
+
+    The share l ~ Beta(alpha, alpha) is folded to max(l, 1 - l) >= 1/2, so every image stays
+    mostly itself (and keeps its label). `mixup`: l * image + (1 - l) * partner. `cutmix`:
+    a box of area about (1 - l) of the image, centred uniformly and clipped at the border,
+    copied from the partner. `none` (or a batch of one) returns `x` itself.
+    """
+    n = x.shape[0]
+    if kind == "none" or n < 2:
+        return x
+    lam = torch.distributions.Beta(alpha, alpha).sample((n,)).to(x.device)
+    lam = torch.maximum(lam, 1 - lam)
+    partner = x[torch.randperm(n, device=x.device)]
+    if kind == "mixup":
+        w = lam.to(x.dtype).view(n, 1, 1, 1)
+        return w * x + (1 - w) * partner
+    if kind != "cutmix":
+        raise ValueError(f"unknown mix {kind!r} (none, mixup, cutmix)")
+    height, width = x.shape[-2:]
+    side = (1 - lam).sqrt()
+    h, w = (side * height).round().long(), (side * width).round().long()
+    cy = torch.randint(height, (n,), device=x.device)
+    cx = torch.randint(width, (n,), device=x.device)
+    y0, y1 = (cy - h // 2).clamp(0, height), (cy - h // 2 + h).clamp(0, height)
+    x0, x1 = (cx - w // 2).clamp(0, width), (cx - w // 2 + w).clamp(0, width)
+    rows = torch.arange(height, device=x.device).view(1, height, 1)
+    cols = torch.arange(width, device=x.device).view(1, 1, width)
+    box = ((rows >= y0.view(n, 1, 1)) & (rows < y1.view(n, 1, 1))
+           & (cols >= x0.view(n, 1, 1)) & (cols < x1.view(n, 1, 1)))
+    return torch.where(box.unsqueeze(1), partner, x)
+
+
 class Augment(nn.Module):
     """Random crop with padding, optional horizontal flip, then normalisation.
 

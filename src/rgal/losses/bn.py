@@ -19,11 +19,13 @@ class BNStatistics:
     (1 - m) * this batch's + m * the average (a constant) once an average exists;
     `update_momentum()` folds the statistics of the last recorded batch into the average
     (Fast-Datafree calls it once per epoch, after the inner steps). The average is never reset
-    by a new phase; `reset()` forgets it.
+    by a new phase; `reset()` forgets it. `first_weight` multiplies the distance of the first
+    layer a forward pass reaches (DeepInversion's `first_bn_multiplier`), whatever the order
+    in which the layers were registered.
     """
 
     def __init__(self, model: nn.Module, momentum: float = 0.0,
-                 folds: list[FoldedBN] | None = None) -> None:
+                 folds: list[FoldedBN] | None = None, first_weight: float = 1.0) -> None:
         folds = list(folds or [])
         self.layers: list[nn.Module] = [*find_batchnorms(model), *(f.conv for f in folds)]
         if not self.layers:
@@ -32,6 +34,8 @@ class BNStatistics:
         self._losses: list[torch.Tensor | None] = [None] * len(self.layers)
         self.enabled = True
         self.momentum = momentum
+        self.first_weight = first_weight
+        self._first: int | None = None  # the layer the current forward pass reached first
         self._last: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.layers)
         self._ema: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.layers)
         plain = len(self.layers) - len(folds)
@@ -46,6 +50,8 @@ class BNStatistics:
         def hook(m: nn.Module, inp, out):
             if not self.enabled:
                 return
+            if self._first is None:
+                self._first = i
             x = inp[0] if fold is None else out
             mean, var = global_mean_var(x) if world_size() > 1 else batch_mean_var(x)
             if fold is not None:
@@ -96,11 +102,14 @@ class BNStatistics:
 
     def loss(self) -> torch.Tensor:
         """Sum over layers of the distances recorded by the last forward pass."""
-        recorded = [v for v in self._losses if v is not None]
-        if not recorded:
+        losses, first = self._losses, self._first
+        if first is None or losses[first] is None:
             raise RuntimeError("no forward pass recorded since the last call")
-        self._losses = [None] * len(self.layers)
-        return torch.stack(recorded).sum()
+        if self.first_weight != 1.0:
+            losses = list(losses)
+            losses[first] = self.first_weight * losses[first]
+        self._losses, self._first = [None] * len(self.layers), None
+        return torch.stack([v for v in losses if v is not None]).sum()
 
     def remove(self) -> None:
         """Detach the hooks."""

@@ -159,7 +159,8 @@ class InversionMethod(Method):
         self.batch_size, self.g_steps = ctx.synthesis_batch_size, cfg.g_steps
         self.lr_g = cfg.lr_g
         self.opt_options = optimizer_options(cfg.optimizer_impl)
-        self.bn_stats = (BNStatistics(self.teacher.model, self.bn_momentum, ctx.teacher_folds)
+        self.bn_stats = (BNStatistics(self.teacher.model, self.bn_momentum, ctx.teacher_folds,
+                                      first_weight=cfg.w_bn_first)
                          if cfg.w_bn > 0 else None)
         self.engine = InversionEngine(self.teacher, view=self.augment, student=self.student,
                                       bn=self.bn_stats,
@@ -280,7 +281,8 @@ class OnlineMethod(Method):
                                    conv_bias=s.generator_bias, bn_eps=s.generator_bn_eps,
                                    init=s.generator_init).to(ctx.device)
         self.batch_size = 2 * ctx.batch_size
-        self.bn_stats = (BNStatistics(self.teacher.model, folds=ctx.teacher_folds)
+        self.bn_stats = (BNStatistics(self.teacher.model, folds=ctx.teacher_folds,
+                                      first_weight=cfg.w_bn_first)
                          if cfg.w_bn > 0 else None)
         self.opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g,
                                     betas=(s.g_beta1, 0.999),

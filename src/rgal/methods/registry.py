@@ -159,3 +159,8 @@ def list_ablations() -> dict[str, dict[str, Any]]:
     for cls in _METHODS.values():
         out.update(cls.__dict__.get("ablations", {}))
     return out
+
+
+def default_values(method: str) -> dict[str, Any]:
+    """Every key's default for `method` (what a config written before a key existed meant)."""
+    return distill_config({"method": method}).to_dict()

@@ -104,7 +104,8 @@ class DistillJob(Job):
         self.phase = StudentPhase(self.method, self.t_ext, s_ext, self.augment, self.optimizer,
                                   batch_size=self.local_batch,
                                   precision=Precision(cfg.precision, device), clip=cfg.clip_grad,
-                                  measure_every=cfg.grad_shares)
+                                  measure_every=cfg.grad_shares, mix=cfg.mix,
+                                  mix_alpha=cfg.mix_alpha)
         self.pool = ImagePool(info.channels, info.image_size, device)
         self.source = (self.pool if self.kind == "pool" else self.method
                        if self.kind == "online" else RealImages(setup.train, device))

@@ -8,7 +8,7 @@ from typing import Protocol
 import torch
 
 from ..amp import Precision
-from ..data.augment import Augment
+from ..data.augment import Augment, mix_images
 from ..data.datasets import ImageTensors
 from ..engine.inversion import gradient_shares, weighted_sum
 from ..methods.base import Method
@@ -42,30 +42,29 @@ class StudentPhase:
     """One student update: a (pair-sampled) batch -> augmented views -> the method's terms.
 
     With pair sampling, B source images are each taken twice (two augmentations, 2B views);
-    without it, 2B distinct images are taken once.
+    without it, 2B distinct images are taken once. With `mix` (mixup, cutmix) the source
+    images are mixed in random pairs first, so both views of a pair show the same mixture.
     """
 
     def __init__(self, method: Method, teacher: FeatureExtractor, student: FeatureExtractor,
                  augment: Augment, optimizer: torch.optim.Optimizer, *, batch_size: int,
                  precision: Precision | None = None, clip: float = 0.0,
-                 measure_every: int = 0) -> None:
+                 measure_every: int = 0, mix: str = "none", mix_alpha: float = 1.0) -> None:
         self.method, self.teacher, self.student = method, teacher, student
         self.measure_every, self.count = measure_every, 0
         self.augment, self.optimizer = augment, optimizer
         self.batch_size, self.clip = batch_size, clip
+        self.mix, self.mix_alpha = mix, mix_alpha
         self.precision = precision or Precision("fp32")
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
 
     def batch(self, source: ImageSource) -> tuple[torch.Tensor, torch.Tensor]:
         """Views and labels: B images twice (pair sampling), 2B images once, or B once."""
         pairs = self.method.pair_sampling
-        if pairs == "single":
-            x, y = source.sample(self.batch_size)
-        elif pairs:
-            x, y = source.sample(self.batch_size)
+        x, y = source.sample(self.batch_size if pairs else 2 * self.batch_size)
+        x = mix_images(x, self.mix, self.mix_alpha)
+        if pairs and pairs != "single":
             x, y = torch.cat([x, x]), torch.cat([y, y])
-        else:
-            x, y = source.sample(2 * self.batch_size)
         return self.augment(x, augment=self.method.augment_student), y
 
     def step(self, source: ImageSource) -> dict[str, torch.Tensor]:

@@ -1,0 +1,130 @@
+"""Recipe options of the student and synthesis steps: mixing pool images, the first BN layer's
+weight, and resuming runs written before an option existed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from rgal.data.augment import Augment, mix_images
+from rgal.engine import check_resumable
+from rgal.engine.checkpoint import CheckpointError, config_differences
+from rgal.losses import BNStatistics
+from rgal.methods import default_values
+from rgal.train.student import StudentPhase
+
+
+def _constant_images(n: int = 64, size: int = 8) -> torch.Tensor:
+    """Image i is the constant (i + 1) / (n + 1): a pixel tells which image it came from."""
+    values = (torch.arange(n, dtype=torch.float32) + 1) / (n + 1)
+    return values.view(n, 1, 1, 1).expand(n, 1, size, size).clone()
+
+
+def test_mixup_blends_each_image_with_one_partner_and_keeps_the_larger_share():
+    torch.manual_seed(0)
+    x = _constant_images()
+    out = mix_images(x, "mixup", alpha=1.0)
+    values = x[:, 0, 0, 0]
+    assert out.shape == x.shape and torch.all((out >= 0) & (out <= 1))
+    for i in range(len(x)):
+        c = out[i]
+        assert torch.allclose(c, c.flatten()[0].expand_as(c))  # one blend over the whole image
+        # c = l * v_i + (1 - l) * v_j with l >= 1/2: the partner's share is in [0, 1/2]
+        share = (c.flatten()[0] - values[i]) / (values - values[i])
+        ok = (share >= -1e-5) & (share <= 0.5 + 1e-5)
+        ok[i] = bool(torch.isclose(c.flatten()[0], values[i]))
+        assert ok.any(), f"image {i} is not a blend keeping its larger share"
+    assert not torch.allclose(out, x)
+
+
+def test_cutmix_pastes_one_box_from_one_partner_over_at_most_half_the_image():
+    torch.manual_seed(1)
+    x = _constant_images(size=16)
+    out = mix_images(x, "cutmix", alpha=1.0)
+    values = x[:, 0, 0, 0]
+    pasted_any = False
+    for i in range(len(x)):
+        own = torch.isclose(out[i, 0], values[i])
+        assert own.float().mean() >= 0.5
+        others = out[i, 0][~own]
+        if others.numel():
+            pasted_any = True
+            assert torch.all(others == others[0])  # a single partner
+            assert torch.isclose(values, others[0]).any()
+            rows, cols = (~own).nonzero(as_tuple=True)  # the pasted region is a rectangle
+            assert (~own).sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert pasted_any
+
+
+def test_no_mix_returns_the_batch_untouched_and_draws_no_random_numbers():
+    x = _constant_images()
+    state = torch.get_rng_state()
+    assert mix_images(x, "none") is x
+    assert torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(ValueError, match="unknown mix"):
+        mix_images(x, "blend")
+
+
+class _Images:
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def sample(self, n: int):
+        return self.x[:n].clone(), torch.arange(n)
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_both_views_of_a_pair_show_the_same_mixture(kind):
+    torch.manual_seed(2)
+    x = _constant_images(n=16)
+    method = SimpleNamespace(pair_sampling=True, augment_student=False)
+    augment = Augment((0.0,), (1.0,))
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    phase = StudentPhase(method, None, None, augment, opt, batch_size=16, mix=kind)
+    views, labels = phase.batch(_Images(x))
+    assert views.shape[0] == 32 and torch.equal(labels[:16], labels[16:])
+    assert torch.equal(views[:16], views[16:])
+    assert not torch.equal(views[:16], x)
+
+
+class _Backwards(nn.Module):
+    """Registers `late` before `early` but runs `early` first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late = nn.BatchNorm2d(3)
+        self.early = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.late(self.early(x) * 2 + 1)
+
+
+def test_first_bn_weight_multiplies_the_layer_the_images_reach_first():
+    torch.manual_seed(3)
+    net = _Backwards().eval()
+    x = torch.randn(8, 3, 4, 4) * 2
+    plain, heavy = BNStatistics(net), BNStatistics(net, first_weight=10.0)
+    net(x)
+    total, first_heavy = plain.loss(), heavy.loss()
+    early = (torch.linalg.vector_norm(x.mean((0, 2, 3)) - net.early.running_mean)
+             + torch.linalg.vector_norm(x.var((0, 2, 3), unbiased=False)
+                                        - net.early.running_var))
+    assert first_heavy.item() == pytest.approx(total.item() + 9 * early.item(), rel=1e-5)
+    net(x)  # the next pass weighs the same layer again
+    assert heavy.loss().item() == pytest.approx(first_heavy.item(), rel=1e-6)
+
+
+def test_a_run_written_before_an_option_existed_resumes_when_the_option_keeps_its_default():
+    current = default_values("rgal")
+    saved = {k: v for k, v in current.items() if k not in ("mix", "w_bn_first")}
+    assert config_differences(saved, current) == ["mix", "w_bn_first"]  # without defaults
+    assert config_differences(saved, current, default_values("rgal")) == []
+    assert check_resumable(saved, current, False, Path("run"), default_values("rgal")) == []
+    changed = {**current, "mix": "cutmix"}
+    assert config_differences(saved, changed, default_values("rgal")) == ["mix"]
+    with pytest.raises(CheckpointError, match="mix"):
+        check_resumable(saved, changed, False, Path("run"), default_values("rgal"))
