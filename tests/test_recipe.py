@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from rgal.config import DistillConfig, legacy_values
 from rgal.data.augment import Augment, mix_images
 from rgal.engine import check_resumable
 from rgal.engine.checkpoint import CheckpointError, config_differences
 from rgal.losses import BNStatistics
-from rgal.methods import default_values
+from rgal.methods import distill_config
 from rgal.train.student import StudentPhase
 
 
@@ -118,13 +119,16 @@ def test_first_bn_weight_multiplies_the_layer_the_images_reach_first():
     assert heavy.loss().item() == pytest.approx(first_heavy.item(), rel=1e-6)
 
 
-def test_a_run_written_before_an_option_existed_resumes_when_the_option_keeps_its_default():
-    current = default_values("rgal")
-    saved = {k: v for k, v in current.items() if k not in ("mix", "w_bn_first")}
-    assert config_differences(saved, current) == ["mix", "w_bn_first"]  # without defaults
-    assert config_differences(saved, current, default_values("rgal")) == []
-    assert check_resumable(saved, current, False, Path("run"), default_values("rgal")) == []
+def test_a_run_written_before_an_option_existed_resumes_as_what_it_ran():
+    legacy = legacy_values(DistillConfig)
+    assert legacy == {"w_bn_first": 1.0, "mix": "none", "mix_alpha": 1.0}
+    current = distill_config({"method": "rgal"}).to_dict()
+    saved = {k: v for k, v in current.items() if k not in legacy}
+    assert config_differences(saved, current) == ["mix", "mix_alpha", "w_bn_first"]
+    assert config_differences(saved, current, legacy) == []
+    assert check_resumable(saved, current, False, Path("run"), legacy) == []
+    # an old run meant "no mixing", whatever today's default: asking for cutmix is a change
     changed = {**current, "mix": "cutmix"}
-    assert config_differences(saved, changed, default_values("rgal")) == ["mix"]
+    assert config_differences(saved, changed, legacy) == ["mix"]
     with pytest.raises(CheckpointError, match="mix"):
-        check_resumable(saved, changed, False, Path("run"), default_values("rgal"))
+        check_resumable(saved, changed, False, Path("run"), legacy)

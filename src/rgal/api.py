@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import ConfigError
+from .config import ConfigError, DistillConfig, legacy_values
 from .data.datasets import DatasetInfo, ImageTensors, describe_dataset
 from .data.splits import check_labels, evaluation_split
 from .engine import CHECKPOINT, check_resumable, load_checkpoint
@@ -145,7 +145,7 @@ def distill(teacher: nn.Module, student: nn.Module, data: Any = "fashion-mnist",
     the BN-statistics loss) and the penultimate feature (the input of its last nn.Linear) are
     found automatically.
     """
-    from .methods import default_values, distill_config, get_method
+    from .methods import distill_config, get_method
     from .models.build import require_batchnorm
     from .train.distill import (
         DistillSetup,
@@ -175,7 +175,7 @@ def distill(teacher: nn.Module, student: nn.Module, data: Any = "fashion-mnist",
     folder, state = _prepare_out(out, run_folder, overwrite, resume)
     if state is not None:
         check_resumable(state["config"], cfg.to_dict(), False, Path(out) / CHECKPOINT,
-                        default_values(cfg.method))
+                        legacy_values(DistillConfig))
     seed_everything(cfg.seed)
     setup = DistillSetup(cfg, info, teacher, student, test, device, folder, state)
     job, loop = start_distillation(setup)

@@ -22,11 +22,22 @@ class ConfigError(ValueError):
     """A configuration value or file is invalid."""
 
 
+_NO_LEGACY = object()
+
+
 def option(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
-           choices: tuple | None = None, lo_open: bool = False, aliases: tuple[str, ...] = ()):
-    """A config field: its default, one-line help, range or choices and accepted old names."""
-    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices,
-                                            "lo_open": lo_open, "aliases": aliases})
+           choices: tuple | None = None, lo_open: bool = False, aliases: tuple[str, ...] = (),
+           legacy: Any = _NO_LEGACY):
+    """A config field: its default, one-line help, range or choices and accepted old names.
+
+    `legacy`, for a key added after runs were already written: the value that gives the
+    behaviour those runs had without it (what their saved configs mean by its absence).
+    """
+    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "lo_open": lo_open,
+            "aliases": aliases}
+    if legacy is not _NO_LEGACY:
+        meta["legacy"] = legacy
+    return field(default=default, metadata=meta)
 
 
 _opt = option
@@ -74,7 +85,7 @@ class DistillConfig:
     w_bn: float = option(1.0, "weight of the BN-statistics loss (loss_bn)", lo=0)
     w_bn_first: float = option(1.0, "multiplier of the BN-statistics distance of the first "
                                     "BatchNorm the images reach (DeepInversion's ImageNet "
-                                    "script: 10)", lo=0)
+                                    "script: 10)", lo=0, legacy=1.0)
     w_oh: float = option(1.0, "weight of the one-hot cross-entropy loss (loss_oh)", lo=0)
     w_adv: float = option(1.0, "weight of the adversarial loss (loss_adv)", lo=0)
     reset_generator: bool = option(False, "re-initialise the generator every synthesis phase")
@@ -87,9 +98,10 @@ class DistillConfig:
     mix: str = option("none", "mix each student batch's source images in random pairs before "
                               "the views are made: mixup (a blend) or cutmix (a pasted box); "
                               "the image keeps the larger share and its label, the teacher "
-                              "sees the mixed image", choices=("none", "mixup", "cutmix"))
+                              "sees the mixed image", choices=("none", "mixup", "cutmix"),
+                     legacy="none")
     mix_alpha: float = option(1.0, "the mixing share l ~ Beta(a, a), the image's own share "
-                                   "max(l, 1 - l)", lo=0, lo_open=True)
+                                   "max(l, 1 - l)", lo=0, lo_open=True, legacy=1.0)
     # run
     out: str = option("runs/demo", "output folder")
     seed: int = option(0, "random seed", lo=0, hi=2**31 - 1)
@@ -148,6 +160,11 @@ class DistillConfig:
 def config_fields(cls: type) -> list[dataclasses.Field]:
     """The fields of a config dataclass that are settings (not the section map)."""
     return [f for f in fields(cls) if not f.metadata.get("sections")]
+
+
+def legacy_values(cls: type) -> dict[str, Any]:
+    """Keys added to a config after runs were written, each with the value those runs meant."""
+    return {f.name: f.metadata["legacy"] for f in config_fields(cls) if "legacy" in f.metadata}
 
 
 def flat_config(d: dict[str, Any]) -> dict[str, Any]:

@@ -46,30 +46,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any],
-                       defaults: dict[str, Any] | None = None) -> list[str]:
+                       legacy: dict[str, Any] | None = None) -> list[str]:
     """Keys whose values differ between two configs, ignoring keys that cannot change results.
 
     Method sections are compared key by key (`rgal.w_rel_syn`). A key the saved config lacks
-    (an option added after it was written) counts as its value in `defaults`, the value that
-    keeps the behaviour of the version that wrote it.
+    (an option added after it was written) counts as its value in `legacy` (`legacy_values`
+    of the config class): the behaviour the version that wrote it had.
     """
     saved, current = flat_config(saved), flat_config(current)
-    if defaults:
-        defaults = flat_config(defaults)
-        saved = {**{k: defaults[k] for k in current.keys() - saved.keys() if k in defaults},
-                 **saved}
+    if legacy:
+        saved = {**{k: v for k, v in flat_config(legacy).items() if k not in saved}, **saved}
     keys = sorted((set(saved) | set(current)) - RESUME_FREE_KEYS)
     return [k for k in keys if saved.get(k) != current.get(k)]
 
 
 def check_resumable(saved: dict[str, Any], current: dict[str, Any],
                     allow_change: bool, path: Path,
-                    defaults: dict[str, Any] | None = None) -> list[str]:
+                    legacy: dict[str, Any] | None = None) -> list[str]:
     """Refuse a resume whose config differs from the checkpoint's (unless allowed); return diffs.
 
-    `defaults`: values of keys the checkpoint's config predates (see `config_differences`).
+    `legacy`: what keys the checkpoint's config predates meant (see `config_differences`).
     """
-    diff = config_differences(saved, current, defaults)
+    diff = config_differences(saved, current, legacy)
     saved, current = flat_config(saved), flat_config(current)
     structural = [k for k in diff if k in STRUCTURAL_KEYS]
     if structural:

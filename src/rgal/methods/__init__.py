@@ -10,7 +10,6 @@ import importlib
 from .base import InversionMethod, Method, MethodContext, OnlineMethod, RealDataMethod
 from .build import create_method, method_context
 from .registry import (
-    default_values,
     distill_config,
     get_method,
     list_ablations,
@@ -29,6 +28,6 @@ for _module in BUILTIN:
     importlib.import_module(f".{_module}", __name__)
 
 __all__ = ["InversionMethod", "Method", "MethodContext", "OnlineMethod", "RealDataMethod",
-           "RelationTerms", "create_method", "default_values", "distill_config", "get_method",
+           "RelationTerms", "create_method", "distill_config", "get_method",
            "list_ablations", "list_methods", "list_sections", "method_context", "method_defaults", "method_table",
            "register_method"]

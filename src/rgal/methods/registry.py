@@ -160,7 +160,3 @@ def list_ablations() -> dict[str, dict[str, Any]]:
         out.update(cls.__dict__.get("ablations", {}))
     return out
 
-
-def default_values(method: str) -> dict[str, Any]:
-    """Every key's default for `method` (what a config written before a key existed meant)."""
-    return distill_config({"method": method}).to_dict()

@@ -20,11 +20,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..config import ConfigError, DistillConfig
+from ..config import ConfigError, DistillConfig, legacy_values
 from ..engine import CHECKPOINT, check_resumable, load_checkpoint
 from ..engine.html_report import split_name, write_report
 from ..engine.stats import Interval, mean_interval, paired_difference, verdict
-from ..methods import default_values, distill_config, get_method, list_ablations, list_methods
+from ..methods import distill_config, get_method, list_ablations, list_methods
 
 
 def default_suite() -> tuple[str, ...]:
@@ -152,13 +152,13 @@ def run_one(cfg: DistillConfig) -> str | None:
     run_dir = Path(cfg.out)
     if (run_dir / "summary.json").exists():  # reuse a finished run only if it is this one
         done = json.loads((run_dir / "summary.json").read_text())["config"]
-        check_resumable(done, cfg.to_dict(), False, run_dir, default_values(cfg.method))
+        check_resumable(done, cfg.to_dict(), False, run_dir, legacy_values(DistillConfig))
         return None
     resume = (run_dir / CHECKPOINT).exists()
     state = load_checkpoint(run_dir / CHECKPOINT) if resume else None
     if state is not None:
         check_resumable(state["config"], cfg.to_dict(), False, run_dir / CHECKPOINT,
-                        default_values(cfg.method))
+                        legacy_values(DistillConfig))
     setup = prepare_distillation(cfg, overwrite=not resume, resume_state=state, resume=resume)
     summary = run_distillation(setup, log=lambda _m: None)
     return f"{summary['final_acc']:.2f}% ({summary['wall_s']:.0f} s)"

@@ -9,12 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, DistillConfig
+from ..config import ConfigError, DistillConfig, legacy_values
 from ..data.datasets import DatasetInfo, describe_dataset
 from ..data.splits import evaluation_split
 from ..engine import CHECKPOINT, CheckpointError, check_resumable, load_checkpoint
 from ..engine.outputs import MIN_FREE_BYTES
-from ..methods import default_values, distill_config, get_method
+from ..methods import distill_config, get_method
 from ..methods.registry import method_of
 from ..models.build import (
     build_model,
@@ -51,7 +51,7 @@ def config_for_run(layers: list[dict[str, Any]], *, resume: bool = False,
     if method != saved.get("method"):  # refused, naming the change, before the sections clash
         check_resumable({"method": saved.get("method")}, {"method": method}, allow_change, path)
     cfg = distill_config(saved, *layers)
-    check_resumable(saved, cfg.to_dict(), allow_change, path, default_values(cfg.method))
+    check_resumable(saved, cfg.to_dict(), allow_change, path, legacy_values(DistillConfig))
     done = state["epoch"] + (1 if state.get("partial") else 0)
     if cfg.epochs < done:
         raise CheckpointError(f"cannot resume {path}: it has reached epoch {done}, "
