@@ -89,7 +89,8 @@ def test_results_table_gives_intervals_and_paired_differences():
 def test_search_refuses_the_test_set_and_bad_input(tmp_path, capsys):
     out = tmp_path / "s"
     for extra in (["--search"], ["--search", "--set", "holdout=10", "--methods", "kd-real"],
-                  ["--jobs", "0"], ["--tuned", str(tmp_path / "missing.yaml")]):
+                  ["--jobs", "0"], ["--tuned", str(tmp_path / "missing.yaml")],
+                  ["--first-seed", "-1"]):
         assert main(["bench", "--out", str(out), *extra]) == 2, extra
         err = capsys.readouterr().err
         assert err.startswith("rgal: error:") and err.count("\n") == 1, (extra, err)
@@ -128,9 +129,12 @@ def test_search_writes_tuned_settings_that_the_bench_applies(tmp_path, fake_fmni
     capsys.readouterr()
     cmp_out = tmp_path / "cmp"
     argv = _argv(cmp_out, fake_fmnist, teacher_file, "--methods", "dfad,zskt", "--seeds", "1",
-                 "--tuned", str(out / "tuned.yaml"), "--set", "lr_g=0.123")
+                 "--tuned", str(out / "tuned.yaml"), "--set", "lr_g=0.123",
+                 "--first-seed", "7")  # seeds the search did not see
     assert main(argv) == 0, capsys.readouterr().err
-    cfg = json.loads((cmp_out / "runs" / "dfad" / "seed0" / "summary.json").read_text())
+    assert sorted(p.name for p in (cmp_out / "runs" / "dfad").iterdir()) == ["seed7"]
+    cfg = json.loads((cmp_out / "runs" / "dfad" / "seed7" / "summary.json").read_text())
+    assert cfg["config"]["seed"] == 7
     for key, value in tuned["methods"]["dfad"].items():
         if key != "lr_g":
             got = cfg["config"].get(key, cfg["config"]["online"].get(key))

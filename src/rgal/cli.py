@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "method:key=value;... entries (default: the whole suite)")
     b.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5: the fewest a "
                    "claim rests on)")
+    b.add_argument("--first-seed", type=int, default=0,
+                   help="the seeds are S..S+N-1 (default 0). A data-free run trains the same "
+                        "student whatever --holdout says, so screen or search on seeds the "
+                        "test-set runs will not use")
     b.add_argument("--out", required=True, help="bench folder")
     b.add_argument("--config", help="YAML of distill keys shared by every run")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -152,6 +156,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if not 1 <= args.seeds <= 100:
         raise ConfigError(f"--seeds must be in 1..100, got {args.seeds}")
+    if not 0 <= args.first_seed <= 2**31 - 101:
+        raise ConfigError(f"--first-seed must be >= 0, got {args.first_seed}")
     if not 1 <= args.jobs <= 64:
         raise ConfigError(f"--jobs must be in 1..64, got {args.jobs}")
     out = Path(args.out)
@@ -169,7 +175,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         shared["data_root"] = args.data_root
     layers = [shared, parse_set(args.set)]
     setting = distill_config(*layers, lenient=True)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     if args.search:
         if setting.holdout <= 0:
             raise ConfigError("--search chooses settings on held-out training images, never on "
