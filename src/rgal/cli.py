@@ -157,7 +157,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not 1 <= args.seeds <= 100:
         raise ConfigError(f"--seeds must be in 1..100, got {args.seeds}")
     if not 0 <= args.first_seed <= 2**31 - 101:
-        raise ConfigError(f"--first-seed must be >= 0, got {args.first_seed}")
+        raise ConfigError(f"--first-seed must be in 0..{2**31 - 101}, got {args.first_seed}")
     if not 1 <= args.jobs <= 64:
         raise ConfigError(f"--jobs must be in 1..64, got {args.jobs}")
     out = Path(args.out)

@@ -28,6 +28,6 @@ for _module in BUILTIN:
     importlib.import_module(f".{_module}", __name__)
 
 __all__ = ["InversionMethod", "Method", "MethodContext", "OnlineMethod", "RealDataMethod",
-           "RelationTerms", "create_method", "distill_config", "get_method",
-           "list_ablations", "list_methods", "list_sections", "method_context", "method_defaults", "method_table",
+           "RelationTerms", "create_method", "distill_config", "get_method", "list_ablations",
+           "list_methods", "list_sections", "method_context", "method_defaults", "method_table",
            "register_method"]

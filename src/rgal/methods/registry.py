@@ -159,4 +159,3 @@ def list_ablations() -> dict[str, dict[str, Any]]:
     for cls in _METHODS.values():
         out.update(cls.__dict__.get("ablations", {}))
     return out
-
