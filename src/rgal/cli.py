@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-download", action="store_true", help="never download the dataset")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=1000)
+    e.add_argument("--per-class", action="store_true",
+                   help="also print each class's accuracy and what it is mistaken for")
+    e.add_argument("--confusion", metavar="PNG",
+                   help="also draw the confusion matrix (rows: true class, in %%) to this new file")
     quantize_command.add_parser(sub)
     incremental_command.add_parser(sub)
     extra_commands.add_parsers(sub)
@@ -279,21 +283,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Run `rgal eval`."""
     from .data.augment import Normalize
     from .data.datasets import load_dataset
-    from .engine.evaluate import evaluate
+    from .engine.evaluate import confusion_matrix, per_class_rows, plot_confusion, predict
     from .models.build import load_model_weights, resolve_weights_path
     from .utils import resolve_device
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    picture = Path(args.confusion) if args.confusion else None
+    if picture is not None:  # refused before any work, and nothing is overwritten
+        if picture.suffix.lower() != ".png":
+            raise ConfigError(f"--confusion {picture}: give a .png file name")
+        if picture.exists():
+            raise ConfigError(f"--confusion {picture} exists; give a new file name")
+        if not picture.parent.is_dir():
+            raise ConfigError(f"--confusion {picture}: folder {picture.parent} does not exist")
     info, model = _dataset_and_model(args.dataset, args.data_root, args.model, "model")
     load_model_weights(model, resolve_weights_path(args.weights, args.dataset, args.model),
                        "model")
     test = load_dataset(args.dataset, args.data_root, train=False, download=not args.no_download)
     model.to(resolve_device(args.device))
     t0 = time.time()
-    acc = evaluate(model, test, Normalize(info.mean, info.std), args.batch_size)
+    preds = predict(model, test, Normalize(info.mean, info.std), args.batch_size).cpu()
+    acc = 100.0 * (preds == test.labels.cpu()).sum().item() / max(len(test), 1)
     print(f"test accuracy: {acc:.2f}%  ({args.model} on {args.dataset}, {len(test)} images, "
           f"{time.time() - t0:.1f} s)")
+    if args.per_class or picture is not None:
+        cm = confusion_matrix(preds, test.labels, info.num_classes)
+    if args.per_class:
+        rows = per_class_rows(cm, info.classes)
+        width = max(len("class"), *(len(r["class"]) for r in rows))
+        print(f"{'class':<{width}}  images     acc  predicted  most often mistaken for")
+        for r in rows:
+            mistake = f"{r['mistaken_for']} ({r['mistaken_pct']:.1f}%)" if r["mistaken_for"] else "-"
+            print(f"{r['class']:<{width}}  {r['images']:>6}  {r['acc']:5.1f}%  {r['predicted']:8.1f}%"
+                  f"  {mistake}")
+    if picture is not None:
+        plot_confusion(picture, cm, info.classes,
+                       f"{args.model} on {args.dataset} test: {acc:.2f}%")
+        print(f"confusion matrix -> {picture}")
     return 0
 
 
