@@ -115,6 +115,11 @@ def load_tuned(path: Path) -> dict[str, Any]:
     return data
 
 
+def entry_folder(out: Path, entry: str) -> Path:
+    """The folder of an entry's runs (`OUT/runs/<entry, with unsafe characters as _>/`)."""
+    return Path(out) / "runs" / "".join(c if c.isalnum() or c in "+-_." else "_" for c in entry)
+
+
 def plan_runs(entries: list[str], seeds: list[int], out: Path,
               layers: list[dict[str, Any]],
               tuned: dict[str, dict[str, Any]] | None = None
@@ -132,8 +137,7 @@ def plan_runs(entries: list[str], seeds: list[int], out: Path,
         overrides = parse_entry(entry)
         base = tuned.get(overrides["method"], {})
         for seed in seeds:
-            safe = "".join(c if c.isalnum() or c in "+-_." else "_" for c in entry)
-            run_dir = out / "runs" / safe / f"seed{seed}"
+            run_dir = entry_folder(out, entry) / f"seed{seed}"
             own = {"seed": seed, "out": str(run_dir), "progress": False}
             distill_config(overrides, own)  # an entry's own keys must all mean something
             cfg = distill_config(base, *layers, overrides, own, lenient=True)

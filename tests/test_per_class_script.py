@@ -1,0 +1,62 @@
+"""benchmarks/per_class.py: each class's accuracy of two bench entries, paired by seed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rgal.models import create_model
+from rgal.models.weights import save_weights
+from rgal.train.bench import entry_folder
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "per_class.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("rgal_per_class", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def fake_entry(bench: Path, entry: str, seeds, root: Path, init: int) -> None:
+    """Finished-run folders as `rgal bench` leaves them: a summary and the last student."""
+    for seed in seeds:
+        run = entry_folder(bench, entry) / f"seed{seed}"
+        run.mkdir(parents=True)
+        torch.manual_seed(init + seed)
+        save_weights(create_model("tinycnn", 10, 1), run / "student.safetensors")
+        cfg = {"dataset": "fashion-mnist", "data_root": str(root), "student": "tinycnn"}
+        (run / "summary.json").write_text(json.dumps({"config": cfg}))
+
+
+def test_an_entry_against_itself_differs_by_zero_and_others_pair_by_seed(
+        tmp_path, fake_fmnist, script, capsys):
+    fake_entry(tmp_path / "a", "rgal:mix=cutmix", [0, 1, 2], fake_fmnist, 0)
+    fake_entry(tmp_path / "b", "kd-real", [1, 2, 3], fake_fmnist, 100)
+    assert script.run([str(tmp_path / "a"), "rgal:mix=cutmix", str(tmp_path / "a"),
+                       "rgal:mix=cutmix"]) == 0
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ") and "class |" not in ln]
+    assert len(rows) == 11  # ten classes and their mean
+    assert all("+0.0 ± 0.0" in r or "+0.00 ± 0.00" in r for r in rows)
+    accs, _ = script.class_accuracies(tmp_path / "a", "rgal:mix=cutmix")
+    assert sorted(accs) == [0, 1, 2] and all(len(v) == 10 for v in accs.values())
+    assert script.run([str(tmp_path / "a"), "rgal:mix=cutmix", str(tmp_path / "b"),
+                       "kd-real"]) == 0
+    assert "seeds [1, 2]" in capsys.readouterr().out  # only the seeds both have
+
+
+def test_missing_entry_or_no_shared_seed_is_a_one_line_error(tmp_path, fake_fmnist, script,
+                                                             capsys):
+    fake_entry(tmp_path / "a", "rgal", [0], fake_fmnist, 0)
+    fake_entry(tmp_path / "a", "nayer", [5], fake_fmnist, 0)
+    assert script.run([str(tmp_path / "a"), "rgal", str(tmp_path / "a"), "cmi"]) == 2
+    assert "no finished runs of 'cmi'" in capsys.readouterr().err
+    assert script.run([str(tmp_path / "a"), "rgal", str(tmp_path / "a"), "nayer"]) == 2
+    assert "share no seed" in capsys.readouterr().err
