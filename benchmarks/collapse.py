@@ -5,6 +5,9 @@ For each finished run folder (one with a `checkpoint.pt`), rebuilds the run from
 checkpoint and prints the teacher's predicted classes on N fresh generator images (online
 methods; pool methods: the newest N images of their pool) and the student's predicted classes on the test set,
 each as a count per class, with the number of classes that get at least 1% of the images.
+`--confidence` adds, per class, the teacher's mean probability of its chosen class on the
+generated images it assigns to that class and on the real test images it assigns there: a
+synthetic set whose hard classes look easier than the real ones teaches less about them.
 
     python benchmarks/collapse.py runs/bench/runs/dfad/seed0 [more run folders] [--n 1024]
 """
@@ -29,6 +32,13 @@ def histogram(labels: torch.Tensor, classes: int) -> list[int]:
     return torch.bincount(labels.cpu(), minlength=classes).tolist()
 
 
+def confidence_by_class(probs: torch.Tensor) -> list[float]:
+    """Mean top probability of the images whose top class is c, per class (nan: none)."""
+    top, cls = probs.max(1)
+    return [float(top[cls == c].mean()) if (cls == c).any() else float("nan")
+            for c in range(probs.shape[1])]
+
+
 def occupied(counts: list[int]) -> int:
     """Classes with at least 1% of the images."""
     total = sum(counts)
@@ -36,7 +46,7 @@ def occupied(counts: list[int]) -> int:
 
 
 @torch.no_grad()
-def inspect(folder: Path, n: int) -> dict[str, list[int]]:
+def inspect(folder: Path, n: int, confidence: bool = False) -> dict[str, list]:
     state = load_checkpoint(folder / CHECKPOINT)
     with tempfile.TemporaryDirectory() as tmp:  # nothing is written into the run's folder
         cfg = distill_config({**state["config"], "out": str(Path(tmp) / "run"),
@@ -50,17 +60,25 @@ def inspect(folder: Path, n: int) -> dict[str, list[int]]:
     else:
         x = job.pool.state_dict()["images"][-n:].float() / 255
     job.teacher.eval()
-    synth = histogram(job.teacher(job.augment(x.to(job.device), augment=False)).argmax(1),
-                      classes)
+    logits = job.teacher(job.augment(x.to(job.device), augment=False))
     preds = predict(job.student, job.setup.test, job.augment.normalize)
-    return {"teacher on generated images": synth,
-            "student on the test set": histogram(preds, classes)}
+    out = {"teacher on generated images": histogram(logits.argmax(1), classes),
+           "student on the test set": histogram(preds, classes)}
+    if confidence:
+        test = job.setup.test
+        real = torch.cat([job.teacher(job.augment.normalize(
+            test.images[i:i + 1000].to(job.device).float() / 255)) for i in range(0, len(test), 1000)])
+        out["teacher confidence, generated"] = confidence_by_class(logits.softmax(1))
+        out["teacher confidence, real test"] = confidence_by_class(real.softmax(1))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders with a checkpoint.pt")
     parser.add_argument("--n", type=int, default=1024, help="generated images to classify")
+    parser.add_argument("--confidence", action="store_true",
+                        help="also the teacher's mean confidence per class, generated and real")
     args = parser.parse_args(argv)
     if args.n < 1:
         print(f"error: --n must be at least 1, got {args.n}", file=sys.stderr)
@@ -71,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     for folder in args.runs:
         print(folder)
-        for name, counts in inspect(folder, args.n).items():
-            print(f"  {name}: {counts} ({occupied(counts)} classes with >= 1%)")
+        for name, values in inspect(folder, args.n, args.confidence).items():
+            if name.startswith("teacher confidence"):
+                print(f"  {name}: [{', '.join(f'{v:.3f}' for v in values)}]")
+            else:
+                print(f"  {name}: {values} ({occupied(values)} classes with >= 1%)")
     return 0
 
 

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from rgal.cli import main
 from rgal.engine import CHECKPOINT, load_checkpoint
@@ -49,6 +50,17 @@ def test_histograms_cover_every_image_and_leave_the_run_untouched(
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     assert collapse.main([str(out)]) == 0
     assert f"{out}" in capsys.readouterr().out
+    conf = collapse.inspect(out, 24, confidence=True)
+    assert conf["teacher on generated images"] == generated  # the same images either way
+    real = conf["teacher confidence, real test"]
+    assert len(real) == 10 and all(v != v or 0.1 <= v <= 1.0 for v in real)  # nan: no image
+
+
+def test_confidence_by_class_averages_the_top_probability_of_each_chosen_class(collapse):
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.2, 0.7, 0.1]])
+    conf = collapse.confidence_by_class(probs)
+    assert conf[:2] == pytest.approx([0.75, 0.7])
+    assert conf[2] != conf[2]  # nan: the teacher chose class 2 for no image
 
 
 def test_a_folder_without_a_checkpoint_is_refused(tmp_path, collapse, capsys):
