@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -12,6 +15,19 @@ import torch
 from rgal.data.idx import write_idx
 from rgal.models import create_model
 from rgal.models.weights import save_weights
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a fresh module, registered in sys.modules under
+    `rgal_bench_<name>` (dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(f"rgal_bench_{name}", BENCHMARKS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
 
 # one thread per pytest-xdist worker (the workers already use every core), two otherwise
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else

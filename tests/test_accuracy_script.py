@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture
 def script(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("rgal_accuracy_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("accuracy")
     monkeypatch.setattr(mod, "HERE", tmp_path / "benchmarks")
     (tmp_path / "benchmarks").mkdir()
     calls = []

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import load_benchmark
 
 from rgal.cli import main
 from rgal.engine import CHECKPOINT, load_checkpoint
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "collapse.py"
 TINY = ["--epochs", "1", "--g-steps", "2", "--kd-steps", "2", "--batch-size", "8",
         "--synthesis-batch-size", "16", "--set", "ngf=8", "--set", "nz=16", "--no-progress",
         "--device", "cpu", "--set", "grid_every=0"]
@@ -19,10 +16,7 @@ TINY = ["--epochs", "1", "--g-steps", "2", "--kd-steps", "2", "--batch-size", "8
 
 @pytest.fixture(scope="module")
 def collapse():
-    spec = importlib.util.spec_from_file_location("rgal_collapse", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("collapse")
 
 
 def test_occupied_counts_classes_with_one_percent(collapse):

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import load_benchmark
 from safetensors.torch import load_file
 
 from rgal.methods import distill_config
@@ -139,12 +140,7 @@ def _fake_run(out: Path, final: float, processes: int, files: list[str]) -> None
 
 
 def test_ddp_benchmark_report_compares_accuracy_and_written_files(tmp_path):
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "ddp.py"
-    spec = importlib.util.spec_from_file_location("rgal_ddp_bench", path)
-    ddp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ddp)
+    ddp = load_benchmark("ddp")
     _fake_run(tmp_path / "np1_seed0", 84.0, 1, ["a.png"])
     _fake_run(tmp_path / "np2_seed0", 83.5, 2, ["a.png"])
     _fake_run(tmp_path / "np2_seed1", 80.0, 2, ["a.png", "rank1.log"])

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 
 from rgal.models import create_model
 from rgal.models.weights import save_weights
 from rgal.train.bench import entry_folder
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "per_class.py"
-
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("rgal_per_class", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("per_class")
 
 
 def fake_entry(bench: Path, entry: str, seeds, root: Path, init: int) -> None:

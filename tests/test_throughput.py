@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import BENCHMARKS, load_benchmark
 from torch import nn
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
 
 
 @pytest.fixture(scope="module")
 def throughput():
-    spec = importlib.util.spec_from_file_location("rgal_throughput", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("throughput")
     yield mod
-    sys.modules.pop(spec.name, None)
+    sys.modules.pop(mod.__name__, None)
 
 
 def _net() -> nn.Module:
@@ -105,7 +99,7 @@ def test_gpu_check_runs_tiny_on_cpu(tmp_path):
     import os
     import subprocess
 
-    script = SCRIPT.parent / "gpu_check.sh"
+    script = BENCHMARKS / "gpu_check.sh"
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([str(script), "--device", "cpu", "--tiny", "--out", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=600)
