@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from rgal.engine import CHECKPOINT, load_checkpoint
-from rgal.engine.evaluate import predict
+from rgal.engine.evaluate import batched_outputs, predict
 from rgal.methods import distill_config
 from rgal.train.distill import DistillJob
 from rgal.train.prepare import prepare_distillation
@@ -65,11 +65,10 @@ def inspect(folder: Path, n: int, confidence: bool = False) -> dict[str, list]:
     out = {"teacher on generated images": histogram(logits.argmax(1), classes),
            "student on the test set": histogram(preds, classes)}
     if confidence:
-        test = job.setup.test
-        real = torch.cat([job.teacher(job.augment.normalize(
-            test.images[i:i + 1000].to(job.device).float() / 255)) for i in range(0, len(test), 1000)])
+        real = batched_outputs(job.teacher, job.setup.test, job.augment.normalize,
+                               head=lambda y: y.softmax(1))
         out["teacher confidence, generated"] = confidence_by_class(logits.softmax(1))
-        out["teacher confidence, real test"] = confidence_by_class(real.softmax(1))
+        out["teacher confidence, real test"] = confidence_by_class(real)
     return out
 
 

@@ -283,7 +283,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Run `rgal eval`."""
     from .data.augment import Normalize
     from .data.datasets import load_dataset
-    from .engine.evaluate import confusion_matrix, per_class_rows, plot_confusion, predict
+    from .engine.evaluate import accuracy, confusion_matrix, per_class_rows, plot_confusion, predict
     from .models.build import load_model_weights, resolve_weights_path
     from .utils import resolve_device
 
@@ -304,7 +304,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model.to(resolve_device(args.device))
     t0 = time.time()
     preds = predict(model, test, Normalize(info.mean, info.std), args.batch_size).cpu()
-    acc = 100.0 * (preds == test.labels.cpu()).sum().item() / max(len(test), 1)
+    acc = accuracy(preds, test.labels)
     print(f"test accuracy: {acc:.2f}%  ({args.model} on {args.dataset}, {len(test)} images, "
           f"{time.time() - t0:.1f} s)")
     if args.per_class or picture is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -10,27 +13,41 @@ from ..data.datasets import ImageTensors
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: ImageTensors, normalize: Normalize,
-            batch_size: int = 1000) -> torch.Tensor:
-    """The model's top-1 class for every image of `data`, on the model's device; its
-    train/eval mode is restored afterwards."""
+def batched_outputs(model: nn.Module, data: ImageTensors, normalize: Normalize,
+                    batch_size: int = 1000,
+                    head: Callable[[torch.Tensor], torch.Tensor] = lambda logits: logits,
+                    empty_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`head(logits)` for every image of `data` in eval mode, batch by batch, concatenated on
+    the model's device; the model's train/eval mode is restored afterwards."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     normalize = normalize.to(device)
-    preds = [model(normalize(data.images[i:i + batch_size].to(device, non_blocking=True)
-                             .float().div_(255))).argmax(1)
-             for i in range(0, len(data), batch_size)]
+    outs = [head(model(normalize(data.images[i:i + batch_size].to(device, non_blocking=True)
+                                 .float().div_(255))))
+            for i in range(0, len(data), batch_size)]
     model.train(was_training)
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=device)
+    return torch.cat(outs) if outs else torch.empty(0, dtype=empty_dtype, device=device)
+
+
+def predict(model: nn.Module, data: ImageTensors, normalize: Normalize,
+            batch_size: int = 1000) -> torch.Tensor:
+    """The model's top-1 class for every image of `data`, on the model's device; its
+    train/eval mode is restored afterwards."""
+    return batched_outputs(model, data, normalize, batch_size, head=lambda y: y.argmax(1),
+                           empty_dtype=torch.long)
+
+
+def accuracy(preds: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in percent of predicted classes against labels."""
+    correct = (preds == labels.to(preds.device)).sum().item()
+    return 100.0 * correct / max(len(labels), 1)
 
 
 def evaluate(model: nn.Module, data: ImageTensors, normalize: Normalize,
              batch_size: int = 1000) -> float:
     """Top-1 accuracy in percent; the model's train/eval mode is restored afterwards."""
-    preds = predict(model, data, normalize, batch_size)
-    correct = (preds == data.labels.to(preds.device)).sum().item()
-    return 100.0 * correct / max(len(data), 1)
+    return accuracy(predict(model, data, normalize, batch_size), data.labels)
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -41,11 +58,16 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
                                                                            num_classes)
 
 
-def per_class_rows(cm: torch.Tensor, classes: tuple[str, ...] | list[str] = ()) -> list[dict]:
+def _class_names(classes: Sequence[str], n: int) -> list[str]:
+    """The dataset's class names when they fit the matrix, else the class indices."""
+    return list(classes) if len(classes) == n else [str(c) for c in range(n)]
+
+
+def per_class_rows(cm: torch.Tensor, classes: Sequence[str] = ()) -> list[dict]:
     """One row per class: its images, its accuracy (%), how often it is predicted (% of its
     own count) and the class it is most often mistaken for (with the share of its images)."""
     n = cm.shape[0]
-    names = list(classes) if len(classes) == n else [str(c) for c in range(n)]
+    names = _class_names(classes, n)
     rows = []
     for c in range(n):
         total = int(cm[c].sum())
@@ -60,7 +82,7 @@ def per_class_rows(cm: torch.Tensor, classes: tuple[str, ...] | list[str] = ()) 
     return rows
 
 
-def plot_confusion(path, cm: torch.Tensor, classes: tuple[str, ...] | list[str] = (),
+def plot_confusion(path: str | Path, cm: torch.Tensor, classes: Sequence[str] = (),
                    title: str = "") -> None:
     """A heat map of the confusion matrix, each row in % of its true class, annotated."""
     import matplotlib
@@ -69,7 +91,7 @@ def plot_confusion(path, cm: torch.Tensor, classes: tuple[str, ...] | list[str] 
     import matplotlib.pyplot as plt
 
     n = cm.shape[0]
-    names = list(classes) if len(classes) == n else [str(c) for c in range(n)]
+    names = _class_names(classes, n)
     pct = 100.0 * cm.double() / cm.sum(1, keepdim=True).clamp(min=1)
     size = max(4.0, 0.5 * n + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
