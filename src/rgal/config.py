@@ -89,6 +89,10 @@ class DistillConfig:
     w_oh: float = option(1.0, "weight of the one-hot cross-entropy loss (loss_oh)", lo=0)
     w_adv: float = option(1.0, "weight of the adversarial loss (loss_adv)", lo=0)
     reset_generator: bool = option(False, "re-initialise the generator every synthesis phase")
+    boundary: float = option(0.0, "share of each synthesis batch whose one-hot target gives "
+                                  "up to half its weight to a class the teacher's classifier "
+                                  "finds similar (images near a class boundary; 0: off)",
+                             lo=0, hi=1, legacy=0.0)
     bn_momentum: float = option(0.0, "blend each batch's BN statistics with a moving average "
                                      "of earlier phases' (momentum m: (1-m) batch + m average; "
                                      "0: off; Fast-Datafree, NAYER)", lo=0, hi=0.999)

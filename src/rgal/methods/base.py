@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..amp import Precision, optimizer_options
-from ..config import DistillConfig
+from ..config import ConfigError, DistillConfig
 from ..data.augment import Augment
 from ..data.datasets import DatasetInfo
 from ..engine.inversion import InversionEngine, PhaseResult, frozen
 from ..losses import BNStatistics, adversarial_loss, kd_loss
+from ..losses.boundary import boundary_targets, classifier_weight, partner_probabilities
 from ..models.features import FeatureExtractor, Features, freeze
 from ..models.fold import FoldedBN
 from ..models.generator import Generator
@@ -90,6 +91,9 @@ class Method(nn.Module):
     @classmethod
     def check_settings(cls, cfg: DistillConfig) -> None:
         """Refuse settings the method cannot run with (ConfigError), before any work."""
+        if cfg.boundary > 0 and cls.source != "pool":
+            raise ConfigError(f"boundary shapes the targets of a synthesised pool; {cls.name} "
+                              f"has none ({cls.source} images)")
 
     def start_epoch(self, epoch: int) -> None:
         """Called at the start of every epoch (1-based), before its synthesis phase."""
@@ -166,6 +170,11 @@ class InversionMethod(Method):
                                       bn=self.bn_stats,
                                       precision=Precision(cfg.precision, ctx.device),
                                       progress=cfg.progress, measure_every=cfg.grad_shares)
+        # boundary targets: which classes neighbour which, from the teacher's classifier
+        self.partners = (partner_probabilities(classifier_weight(self.teacher.model,
+                                                                 self.num_classes))
+                         if cfg.boundary > 0 else None)
+        self._soft: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- what methods vary --------------------------------------------------------------------
     def make_generator(self, ctx: MethodContext) -> nn.Module:
@@ -201,12 +210,24 @@ class InversionMethod(Method):
     def synthesis_terms(self, x: torch.Tensor, v: torch.Tensor, y: torch.Tensor, t: Features,
                         s: Features) -> Terms:
         """Every active loss term of one synthesis step, unweighted."""
-        terms = {"loss_oh": F.cross_entropy(t.logits, y)}
+        terms = {"loss_oh": F.cross_entropy(t.logits, self.one_hot_target(y))}
         if self.bn_stats:
             terms["loss_bn"] = self.bn_stats.loss()
         if self.cfg.w_adv > 0 and self.adversarial:
             terms["loss_adv"] = adversarial_loss(s.logits, t.logits)
         return terms
+
+    def draw_targets(self, y: torch.Tensor) -> None:
+        """This phase's targets of the one-hot term for labels y: y itself, or with
+        `boundary` > 0 soft targets that put part of the weight on a neighbouring class."""
+        self._soft = ((y, boundary_targets(y, self.partners.to(y.device), self.cfg.boundary))
+                      if self.partners is not None else None)
+
+    def one_hot_target(self, y: torch.Tensor) -> torch.Tensor:
+        """The one-hot term's target for the labels of this phase (see `draw_targets`)."""
+        if self._soft is not None and self._soft[0] is y:
+            return self._soft[1]
+        return y
 
     @property
     def adversarial(self) -> bool:
@@ -230,6 +251,7 @@ class InversionMethod(Method):
         nz = getattr(generator, "nz", 1)
         z = torch.randn(self.batch_size, nz, device=device, requires_grad=True)
         y = torch.randint(0, self.num_classes, (self.batch_size,), device=device).sort().values
+        self.draw_targets(y)
         opt = self.optimizer(generator, z)
         result = self.engine.phase(self.g_steps, lambda: (generator(z), y), self.synthesis_terms,
                                    self.synthesis_weights(), opt, self.shared_parameters(generator),

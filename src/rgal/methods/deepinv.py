@@ -134,7 +134,7 @@ class DeepInversion(InversionMethod):
 
     def synthesis_terms(self, x: torch.Tensor, v: torch.Tensor, y: torch.Tensor, t: Features,
                         s: Features) -> Terms:
-        terms = {"loss_oh": F.cross_entropy(t.logits, y)}
+        terms = {"loss_oh": F.cross_entropy(t.logits, self.one_hot_target(y))}
         if self.bn_stats:
             terms["loss_bn"] = self.bn_stats.loss()
         if self.cfg.w_adv > 0 and self.adversarial:

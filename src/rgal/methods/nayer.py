@@ -180,6 +180,7 @@ class NAYER(InversionMethod):
         for _ in range(s.g_loops):
             generator.reinit_noisy()
             y = balanced_labels(self.batch_size, self.num_classes, device)
+            self.draw_targets(y)
             opt = self.optimizer(generator, y)
             results.append(self.engine.phase(self.g_steps, lambda y=y: (generator(y), y),
                                              self.synthesis_terms, self.synthesis_weights(),

@@ -14,6 +14,7 @@ from ..data.datasets import DatasetInfo, describe_dataset
 from ..data.splits import evaluation_split
 from ..engine import CHECKPOINT, CheckpointError, check_resumable, load_checkpoint
 from ..engine.outputs import MIN_FREE_BYTES
+from ..losses.boundary import classifier_weight
 from ..methods import distill_config, get_method
 from ..methods.registry import method_of
 from ..models.build import (
@@ -85,6 +86,8 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False,
     if cfg.w_bn > 0 and method.source != "real":
         require_batchnorm(teacher, f"teacher {cfg.teacher}",
                           f"method {cfg.method} needs BN statistics (w_bn > 0)")
+    if cfg.boundary > 0:  # its neighbouring classes come from the teacher's classifier
+        classifier_weight(teacher, info.num_classes)
     student = build_model(cfg.student, info.num_classes, info.channels, "student")
     check_extras(cfg, student, info)
     train, test = evaluation_split(cfg.dataset, cfg.data_root, holdout=cfg.holdout,
