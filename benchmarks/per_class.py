@@ -1,11 +1,12 @@
 """Where a gap between two bench entries lies: each class's test accuracy, paired by seed.
 
 Reads the last-epoch students (`student.safetensors`) of two entries of finished `rgal bench`
-folders, scores them on the test set of their run config, and prints, per class, each entry's
+folders, scores them on the images their runs were scored on (the test set, or with
+`holdout` the same held-out training images), and prints, per class, each entry's
 mean accuracy ± 95% interval and the per-seed paired difference (A minus B) with its verdict.
 The two entries may live in different bench folders.
 
-    python benchmarks/per_class.py BENCH_A ENTRY_A BENCH_B ENTRY_B [--markdown]
+    python benchmarks/per_class.py BENCH_A ENTRY_A BENCH_B ENTRY_B
     python benchmarks/per_class.py runs/bench_long rgal runs/bench_long kd-real
 """
 
@@ -20,7 +21,8 @@ import torch
 
 from rgal.config import ConfigError
 from rgal.data.augment import Normalize
-from rgal.data.datasets import describe_dataset, load_dataset
+from rgal.data.datasets import describe_dataset
+from rgal.data.splits import evaluation_split
 from rgal.engine.evaluate import confusion_matrix, per_class_rows, predict
 from rgal.engine.stats import mean_interval, paired_difference, verdict
 from rgal.models.build import build_model, load_model_weights
@@ -36,11 +38,10 @@ def class_accuracies(bench: Path, entry: str) -> tuple[dict[int, list[float]], d
     out, cfg, data = {}, {}, {}
     for run in runs:
         cfg = json.loads((run / "summary.json").read_text())["config"]
-        key = (cfg["dataset"], cfg.get("data_root"))
+        key = (cfg["dataset"], cfg.get("data_root"), cfg.get("holdout", 0))
         if key not in data:
             info = describe_dataset(cfg["dataset"], cfg.get("data_root"))
-            data[key] = info, load_dataset(cfg["dataset"], cfg.get("data_root"), train=False,
-                                           download=False)
+            data[key] = info, evaluation_split(*key[:2], holdout=key[2], download=False)[1]
         info, test = data[key]
         model = build_model(cfg["student"], info.num_classes, info.channels, "student")
         load_model_weights(model, str(run / "student.safetensors"), "student")
@@ -49,6 +50,8 @@ def class_accuracies(bench: Path, entry: str) -> tuple[dict[int, list[float]], d
                               info.classes)
         out[int(run.name[4:])] = [r["acc"] for r in rows]
         cfg["classes"] = [r["class"] for r in rows]
+        cfg["split"] = (f"held-out set (the last {key[2]} training images)" if key[2]
+                        else "test set")
     return out, cfg
 
 
@@ -65,15 +68,17 @@ def run(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as e:
         print(f"per_class: error: {e}", file=sys.stderr)
         return 2
-    if (cfg["dataset"], cfg["classes"]) != (cfg_b["dataset"], cfg_b["classes"]):
-        print("per_class: error: the two entries were scored on different datasets",
+    if ((cfg["dataset"], cfg["classes"], cfg["split"])
+            != (cfg_b["dataset"], cfg_b["classes"], cfg_b["split"])):
+        print("per_class: error: the two entries were scored on different images "
+              f"({cfg['dataset']} {cfg['split']} against {cfg_b['dataset']} {cfg_b['split']})",
               file=sys.stderr)
         return 2
     seeds = sorted(set(a) & set(b))
     if not seeds:
         print("per_class: error: the two entries share no seed", file=sys.stderr)
         return 2
-    print(f"{cfg['dataset']} test set, last epoch, seeds {seeds}: {args.entry_a} minus "
+    print(f"{cfg['dataset']} {cfg['split']}, last epoch, seeds {seeds}: {args.entry_a} minus "
           f"{args.entry_b}, paired by seed\n")
     print(f"| class | {args.entry_a} (%) | {args.entry_b} (%) | difference (points) | verdict |")
     print("|---|---|---|---|---|")
