@@ -93,6 +93,11 @@ class DistillConfig:
                                   "up to half its weight to a class the teacher's classifier "
                                   "finds similar (images near a class boundary; 0: off)",
                              lo=0, hi=1, legacy=0.0)
+    hard_classes: float = option(0.0, "share of each synthesis batch's labels drawn in "
+                                      "proportion to the student's disagreement with the "
+                                      "teacher (KL) on each class's earlier synthetic images, "
+                                      "a moving average over phases (0: classes drawn "
+                                      "uniformly)", lo=0, hi=1, legacy=0.0)
     bn_momentum: float = option(0.0, "blend each batch's BN statistics with a moving average "
                                      "of earlier phases' (momentum m: (1-m) batch + m average; "
                                      "0: off; Fast-Datafree, NAYER)", lo=0, hi=0.999)

@@ -25,6 +25,7 @@ from ..amp import Precision, optimizer_options
 from ..config import ConfigError, DistillConfig
 from ..data.augment import Augment
 from ..data.datasets import DatasetInfo
+from ..distributed import world_size
 from ..engine.inversion import InversionEngine, PhaseResult, frozen
 from ..losses import BNStatistics, adversarial_loss, kd_loss
 from ..losses.boundary import boundary_targets, classifier_weight, partner_probabilities
@@ -91,9 +92,10 @@ class Method(nn.Module):
     @classmethod
     def check_settings(cls, cfg: DistillConfig) -> None:
         """Refuse settings the method cannot run with (ConfigError), before any work."""
-        if cfg.boundary > 0 and cls.source != "pool":
-            raise ConfigError(f"boundary shapes the targets of a synthesised pool; {cls.name} "
-                              f"has none ({cls.source} images)")
+        for key in ("boundary", "hard_classes"):
+            if getattr(cfg, key) > 0 and cls.source != "pool":
+                raise ConfigError(f"{key} shapes the targets of a synthesised pool; {cls.name} "
+                                  f"has none ({cls.source} images)")
 
     def start_epoch(self, epoch: int) -> None:
         """Called at the start of every epoch (1-based), before its synthesis phase."""
@@ -175,6 +177,8 @@ class InversionMethod(Method):
                                                                  self.num_classes))
                          if cfg.boundary > 0 else None)
         self._soft: tuple[torch.Tensor, torch.Tensor] | None = None
+        if cfg.hard_classes > 0:  # each class's disagreement so far (kept in checkpoints)
+            self.register_buffer("class_gap", torch.zeros(self.num_classes, device=ctx.device))
 
     # -- what methods vary --------------------------------------------------------------------
     def make_generator(self, ctx: MethodContext) -> nn.Module:
@@ -223,6 +227,42 @@ class InversionMethod(Method):
         self._soft = ((y, boundary_targets(y, self.partners.to(y.device), self.cfg.boundary))
                       if self.partners is not None else None)
 
+    def phase_labels(self, n: int, device: torch.device, uniform: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """This phase's n target labels, sorted: `uniform` (or n drawn uniformly), or with
+        `hard_classes` = a > 0 drawn from p_c = (1 - a) / K + a g_c / sum g, where g_c is the
+        class's disagreement measured by `observe_classes` (uniform until measured)."""
+        a = self.cfg.hard_classes
+        gap = getattr(self, "class_gap", None)
+        if a > 0 and gap is not None and float(gap.sum()) > 0:
+            p = (1 - a) / self.num_classes + a * gap / gap.sum()
+            return torch.multinomial(p, n, replacement=True).sort().values
+        if uniform is not None:
+            return uniform
+        return torch.randint(0, self.num_classes, (n,), device=device).sort().values
+
+    @torch.no_grad()
+    def observe_classes(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """With `hard_classes`: fold the student's KL(teacher || student) on this phase's kept
+        images in [0, 1], averaged per target class, into each class's moving average
+        (momentum 0.8; summed over ranks under torchrun)."""
+        gap = getattr(self, "class_gap", None)
+        if gap is None or not len(labels):
+            return
+        v = self.augment(images, augment=False)
+        with frozen(self.student.model):
+            log_s = F.log_softmax(self.student(v).logits.float(), 1)
+        log_t = F.log_softmax(self.teacher(v).logits.float(), 1)
+        kl = (log_t.exp() * (log_t - log_s)).sum(1)
+        stats = torch.zeros(2, self.num_classes, device=gap.device)
+        stats[0].index_add_(0, labels, kl.to(gap.device))
+        stats[1].index_add_(0, labels, torch.ones_like(kl, device=gap.device))
+        if world_size() > 1:
+            torch.distributed.all_reduce(stats)
+        seen = stats[1] > 0
+        mean = stats[0][seen] / stats[1][seen]
+        gap[seen] = torch.where(gap[seen] > 0, 0.8 * gap[seen] + 0.2 * mean, mean)
+
     def one_hot_target(self, y: torch.Tensor) -> torch.Tensor:
         """The one-hot term's target for the labels of this phase (see `draw_targets`)."""
         if self._soft is not None and self._soft[0] is y:
@@ -250,7 +290,7 @@ class InversionMethod(Method):
         generator.train()
         nz = getattr(generator, "nz", 1)
         z = torch.randn(self.batch_size, nz, device=device, requires_grad=True)
-        y = torch.randint(0, self.num_classes, (self.batch_size,), device=device).sort().values
+        y = self.phase_labels(self.batch_size, device)
         self.draw_targets(y)
         opt = self.optimizer(generator, z)
         result = self.engine.phase(self.g_steps, lambda: (generator(z), y), self.synthesis_terms,
@@ -260,6 +300,7 @@ class InversionMethod(Method):
         if self.bn_stats is not None and self.bn_momentum > 0:
             self.bn_stats.update_momentum()  # this phase's last batch joins the average
         result.images = self.to_unit(result.images)
+        self.observe_classes(result.images, result.labels)
         return result
 
     def phase_options(self, generator: nn.Module) -> dict[str, Any]:

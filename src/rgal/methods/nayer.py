@@ -179,7 +179,8 @@ class NAYER(InversionMethod):
         results = []
         for _ in range(s.g_loops):
             generator.reinit_noisy()
-            y = balanced_labels(self.batch_size, self.num_classes, device)
+            y = self.phase_labels(self.batch_size, device,
+                                  balanced_labels(self.batch_size, self.num_classes, device))
             self.draw_targets(y)
             opt = self.optimizer(generator, y)
             results.append(self.engine.phase(self.g_steps, lambda y=y: (generator(y), y),
@@ -187,6 +188,7 @@ class NAYER(InversionMethod):
                                              opt, self.shared_parameters(generator)))
             if self.bn_stats is not None and self.bn_momentum > 0:
                 self.bn_stats.update_momentum()
+            self.observe_classes(results[-1].images, results[-1].labels)
         losses = {k: sum(r.losses[k] for r in results) / len(results) for k in results[0].losses}
         return PhaseResult(torch.cat([r.images for r in results]),
                            torch.cat([r.labels for r in results]),
