@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 
 def _rank_worker(rank: int, world: int, port: int, data: str, teacher: str, out: str,
-                 method: str, result_dir: str) -> None:
+                 method: str, result_dir: str, extra: dict | None = None) -> None:
     """One rank: a full epoch, then the flattened student and the pool, saved for the parent."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                       RANK=str(rank), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
@@ -44,7 +44,8 @@ def _rank_worker(rank: int, world: int, port: int, data: str, teacher: str, out:
         cfg = distill_config({"method": method, "data_root": data, "teacher_weights": teacher,
                               "out": out, "epochs": 1, "g_steps": 2, "kd_steps": 2,
                               "batch_size": 8, "synthesis_batch_size": 16, "ngf": 8, "nz": 16,
-                              "device": "cpu", "progress": False, "diversity_samples": 0})
+                              "device": "cpu", "progress": False, "diversity_samples": 0,
+                              **(extra or {})})
         setup = prepare_distillation(cfg, overwrite=True)
         if rank == 0:
             Path(out).mkdir(parents=True, exist_ok=True)
@@ -54,8 +55,10 @@ def _rank_worker(rank: int, world: int, port: int, data: str, teacher: str, out:
         loop = TrainingLoop(job, setup.folder, config=cfg.to_dict(), progress=False)
         loop._epoch(1, StopSignals())
         flat = torch.cat([p.detach().flatten() for p in job.student.parameters()])
+        gap = getattr(job.method, "class_gap", None)
         torch.save({"student": flat, "pool": job.pool.images.clone(),
-                    "synthesized": job.images_synthesized},
+                    "synthesized": job.images_synthesized,
+                    "class_gap": None if gap is None else gap.clone()},
                    Path(result_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -76,6 +79,19 @@ def test_ranks_agree_on_the_student_and_the_pool_after_an_epoch(tmp_path, fake_f
         assert r0["pool"].shape[0] == 16 and r0["synthesized"] == 16  # 8 per rank, gathered
         halves = r0["pool"][:8], r0["pool"][8:]
         assert not torch.equal(*halves), "each rank synthesizes its own share"
+
+
+@pytest.mark.slow
+def test_ranks_agree_on_the_class_shares_they_measured(tmp_path, fake_fmnist, teacher_file):
+    results = tmp_path / "results"
+    results.mkdir()
+    mp.spawn(_rank_worker, args=(2, _free_port(), str(fake_fmnist), str(teacher_file),
+                                 str(tmp_path / "out"), "rgal", str(results),
+                                 {"hard_classes": 0.5}), nprocs=2)
+    r0, r1 = (torch.load(results / f"rank{i}.pt") for i in range(2))
+    assert torch.equal(r0["class_gap"], r1["class_gap"])
+    assert float(r0["class_gap"].sum()) > 0
+    assert torch.equal(r0["student"], r1["student"])
 
 
 def _torchrun(nproc: int, out: Path, data: Path, teacher: Path) -> subprocess.CompletedProcess:
