@@ -27,7 +27,7 @@ from ..data.augment import Augment
 from ..data.datasets import DatasetInfo
 from ..distributed import world_size
 from ..engine.inversion import InversionEngine, PhaseResult, frozen
-from ..losses import BNStatistics, adversarial_loss, kd_loss
+from ..losses import BNStatistics, adversarial_loss, kd_loss, per_sample_kl
 from ..losses.boundary import boundary_targets, classifier_weight, partner_probabilities
 from ..models.features import FeatureExtractor, Features, freeze
 from ..models.fold import FoldedBN
@@ -177,8 +177,9 @@ class InversionMethod(Method):
                                                                  self.num_classes))
                          if cfg.boundary > 0 else None)
         self._soft: tuple[torch.Tensor, torch.Tensor] | None = None
-        if cfg.hard_classes > 0:  # each class's disagreement so far (kept in checkpoints)
-            self.register_buffer("class_gap", torch.zeros(self.num_classes, device=ctx.device))
+        # with hard_classes, each class's disagreement so far (kept in checkpoints; None: off)
+        self.register_buffer("class_gap", torch.zeros(self.num_classes, device=ctx.device)
+                             if cfg.hard_classes > 0 else None)
 
     # -- what methods vary --------------------------------------------------------------------
     def make_generator(self, ctx: MethodContext) -> nn.Module:
@@ -232,9 +233,9 @@ class InversionMethod(Method):
         """This phase's n target labels, sorted: `uniform` (or n drawn uniformly), or with
         `hard_classes` = a > 0 drawn from p_c = (1 - a) / K + a g_c / sum g, where g_c is the
         class's disagreement measured by `observe_classes` (uniform until measured)."""
-        a = self.cfg.hard_classes
-        gap = getattr(self, "class_gap", None)
-        if a > 0 and gap is not None and float(gap.sum()) > 0:
+        gap = self.class_gap
+        if gap is not None and float(gap.sum()) > 0:
+            a = self.cfg.hard_classes
             p = (1 - a) / self.num_classes + a * gap / gap.sum()
             return torch.multinomial(p, n, replacement=True).sort().values
         if uniform is not None:
@@ -246,14 +247,12 @@ class InversionMethod(Method):
         """With `hard_classes`: fold the student's KL(teacher || student) on this phase's kept
         images in [0, 1], averaged per target class, into each class's moving average
         (momentum 0.8; summed over ranks under torchrun)."""
-        gap = getattr(self, "class_gap", None)
+        gap = self.class_gap
         if gap is None or not len(labels):
             return
         v = self.augment(images, augment=False)
         with frozen(self.student.model):
-            log_s = F.log_softmax(self.student(v).logits.float(), 1)
-        log_t = F.log_softmax(self.teacher(v).logits.float(), 1)
-        kl = (log_t.exp() * (log_t - log_s)).sum(1)
+            kl = per_sample_kl(self.student(v).logits, self.teacher(v).logits)
         stats = torch.zeros(2, self.num_classes, device=gap.device)
         stats[0].index_add_(0, labels, kl.to(gap.device))
         stats[1].index_add_(0, labels, torch.ones_like(kl, device=gap.device))
