@@ -92,6 +92,45 @@ def test_both_views_of_a_pair_show_the_same_mixture(kind):
     assert not torch.equal(views[:16], x)
 
 
+def _ramp(n: int = 8, size: int = 16) -> torch.Tensor:
+    """Each image is the same left-to-right ramp 0..1, so a crop shows as a narrower range."""
+    row = torch.linspace(0, 1, size)
+    return row.view(1, 1, 1, size).expand(n, 1, size, size).clone()
+
+
+def test_student_crop_zooms_in_instead_of_padding_and_leaves_synthesis_views_alone():
+    augment = Augment((0.0,), (1.0,), padding=4, hflip=False)
+    method = SimpleNamespace(pair_sampling=False, augment_student=True)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    x = _ramp(n=64)
+    torch.manual_seed(4)
+    padded, _ = StudentPhase(method, None, None, augment, opt, batch_size=32).batch(_Images(x))
+    torch.manual_seed(4)
+    zoomed, _ = StudentPhase(method, None, None, augment, opt, batch_size=32,
+                             crop_scale=0.25).batch(_Images(x))
+    # the padded crop shifts in zeros (black borders) and keeps the ramp's step; a resized
+    # crop of at least a quarter of the area stays inside the image: no zeros added, and
+    # each view's visible range of the ramp is between 1/2 (area 1/4 at aspect 1) and 1
+    assert (padded == 0).float().mean() > (x == 0).float().mean()
+    assert (zoomed == 0).float().mean() <= (x == 0).float().mean()
+    span = zoomed.amax((1, 2, 3)) - zoomed.amin((1, 2, 3))
+    assert torch.all(span > 0.25) and torch.all(span <= 1 + 1e-6)
+    assert (span < 0.9).any()  # some views zoom in
+    assert zoomed.shape == padded.shape == (64, 1, 16, 16)
+    # the same Augment called without crop_scale (as the synthesis views are) pads as before
+    torch.manual_seed(4)
+    assert torch.equal(augment(x), padded)
+
+
+def test_student_crop_off_draws_the_same_views_as_before():
+    augment = Augment((0.5,), (0.25,))
+    x = torch.rand(16, 1, 12, 12)
+    torch.manual_seed(5)
+    before = augment(x)
+    torch.manual_seed(5)
+    assert torch.equal(augment(x, crop_scale=0.0), before)
+
+
 class _Backwards(nn.Module):
     """Registers `late` before `early` but runs `early` first."""
 
@@ -122,11 +161,11 @@ def test_first_bn_weight_multiplies_the_layer_the_images_reach_first():
 def test_a_run_written_before_an_option_existed_resumes_as_what_it_ran():
     legacy = legacy_values(DistillConfig)
     assert legacy == {"w_bn_first": 1.0, "mix": "none", "mix_alpha": 1.0, "boundary": 0.0,
-                      "hard_classes": 0.0}
+                      "hard_classes": 0.0, "student_crop": 0.0}
     current = distill_config({"method": "rgal"}).to_dict()
     saved = {k: v for k, v in current.items() if k not in legacy}
     assert config_differences(saved, current) == ["boundary", "hard_classes", "mix", "mix_alpha",
-                                                  "w_bn_first"]
+                                                  "student_crop", "w_bn_first"]
     assert config_differences(saved, current, legacy) == []
     assert check_resumable(saved, current, False, Path("run"), legacy) == []
     # an old run meant "no mixing", whatever today's default: asking for cutmix is a change

@@ -109,6 +109,11 @@ class DistillConfig:
                               "the image keeps the larger share and its label, the teacher "
                               "sees the mixed image", choices=("none", "mixup", "cutmix"),
                      legacy="none")
+    student_crop: float = option(0.0, "the student's views: a random resized crop keeping "
+                                      "this share of the image's area or more (aspect 3/4 to "
+                                      "4/3, resized back) instead of the padded crop; the "
+                                      "synthesis views are unchanged (0: the padded crop)",
+                                 lo=0, hi=1, legacy=0.0)
     mix_alpha: float = option(1.0, "the mixing share l ~ Beta(a, a), the image's own share "
                                    "max(l, 1 - l)", lo=0, lo_open=True, legacy=1.0)
     # run

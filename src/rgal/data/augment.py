@@ -94,7 +94,8 @@ def mix_images(x: torch.Tensor, kind: str, alpha: float = 1.0) -> torch.Tensor:
 
 
 class Augment(nn.Module):
-    """Random crop with padding, optional horizontal flip, then normalisation.
+    """Random crop with padding (or a random resized crop), optional horizontal flip, then
+    normalisation.
 
     Input: float images in [0, 1], shape (N, C, H, W), on any device. With
     `train=False` only the normalisation is applied.
@@ -107,9 +108,13 @@ class Augment(nn.Module):
         self.hflip = hflip
         self.normalize = Normalize(mean, std)
 
-    def forward(self, x: torch.Tensor, augment: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, augment: bool = True, crop_scale: float = 0.0
+                ) -> torch.Tensor:
+        """`crop_scale` > 0: a random resized crop keeping at least that share of the area
+        replaces the padded crop."""
         if augment:
-            x = random_crop(x, self.padding)
+            x = (random_resized_crop(x, (crop_scale, 1.0)) if crop_scale > 0
+                 else random_crop(x, self.padding))
             if self.hflip:
                 x = random_hflip(x)
         return self.normalize(x)

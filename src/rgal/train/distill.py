@@ -105,7 +105,7 @@ class DistillJob(Job):
                                   batch_size=self.local_batch,
                                   precision=Precision(cfg.precision, device), clip=cfg.clip_grad,
                                   measure_every=cfg.grad_shares, mix=cfg.mix,
-                                  mix_alpha=cfg.mix_alpha)
+                                  mix_alpha=cfg.mix_alpha, crop_scale=cfg.student_crop)
         self.pool = ImagePool(info.channels, info.image_size, device)
         self.source = (self.pool if self.kind == "pool" else self.method
                        if self.kind == "online" else RealImages(setup.train, device))
