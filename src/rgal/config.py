@@ -89,6 +89,10 @@ class DistillConfig:
     w_oh: float = option(1.0, "weight of the one-hot cross-entropy loss (loss_oh)", lo=0)
     w_adv: float = option(1.0, "weight of the adversarial loss (loss_adv)", lo=0)
     reset_generator: bool = option(False, "re-initialise the generator every synthesis phase")
+    generator_life: int = option(0, "re-initialise the generator at the start of every N-th "
+                                    "synthesis phase after the first (epochs N+1, 2N+1, ...; "
+                                    "0: never; reset_generator: every phase)", lo=0,
+                                 hi=100_000, legacy=0)
     boundary: float = option(0.0, "share of each synthesis batch whose one-hot target gives "
                                   "up to half its weight to a class the teacher's classifier "
                                   "finds similar (images near a class boundary; 0: off)",

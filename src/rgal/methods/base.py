@@ -96,6 +96,9 @@ class Method(nn.Module):
             if getattr(cfg, key) > 0 and cls.source != "pool":
                 raise ConfigError(f"{key} shapes the targets of a synthesised pool; {cls.name} "
                                   f"has none ({cls.source} images)")
+        if cfg.generator_life > 0 and cls.source != "pool":
+            raise ConfigError(f"generator_life re-initialises a synthesis phase's generator; "
+                              f"{cls.name} has none ({cls.source} images)")
 
     def start_epoch(self, epoch: int) -> None:
         """Called at the start of every epoch (1-based), before its synthesis phase."""
@@ -181,6 +184,18 @@ class InversionMethod(Method):
         self.register_buffer("class_gap", torch.zeros(self.num_classes, device=ctx.device)
                              if cfg.hard_classes > 0 else None)
 
+    @classmethod
+    def check_settings(cls, cfg: DistillConfig) -> None:
+        super().check_settings(cfg)
+        if cfg.generator_life > 0:
+            if cfg.reset_generator:
+                raise ConfigError("generator_life and reset_generator both set: reset_generator "
+                                  "already re-initialises the generator every phase")
+            if (cls.phase_generator is not InversionMethod.phase_generator
+                    or cls.synthesize is not InversionMethod.synthesize):
+                raise ConfigError(f"generator_life: {cls.name} decides its generator's life "
+                                  f"itself")
+
     # -- what methods vary --------------------------------------------------------------------
     def make_generator(self, ctx: MethodContext) -> nn.Module:
         """The module optimised by each phase (the CMI/RGAL generator by default)."""
@@ -197,8 +212,11 @@ class InversionMethod(Method):
         return self.lr_g
 
     def phase_generator(self) -> nn.Module:
-        """The module optimised in this phase (re-initialised if asked)."""
-        if self.cfg.reset_generator:
+        """The module optimised in this phase (re-initialised if asked: every phase, or at
+        the start of every `generator_life`-th phase after the first)."""
+        life = self.cfg.generator_life
+        if self.cfg.reset_generator or (life > 0 and self.epoch > 1
+                                        and (self.epoch - 1) % life == 0):
             self.generator.reinit()
         return self.generator
 
