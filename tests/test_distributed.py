@@ -56,7 +56,10 @@ def _rank_worker(rank: int, world: int, port: int, data: str, teacher: str, out:
         loop._epoch(1, StopSignals())
         flat = torch.cat([p.detach().flatten() for p in job.student.parameters()])
         gap = getattr(job.method, "class_gap", None)
+        shared = job.method.shared_parameters(job.method.generator) \
+            if hasattr(job.method, "shared_parameters") else []
         torch.save({"student": flat, "pool": job.pool.images.clone(),
+                    "generator": [p.detach().clone() for p in shared],
                     "synthesized": job.images_synthesized,
                     "class_gap": None if gap is None else gap.clone()},
                    Path(result_dir) / f"rank{rank}.pt")
@@ -91,6 +94,22 @@ def test_ranks_agree_on_the_class_shares_they_measured(tmp_path, fake_fmnist, te
     r0, r1 = (torch.load(results / f"rank{i}.pt") for i in range(2))
     assert torch.equal(r0["class_gap"], r1["class_gap"])
     assert float(r0["class_gap"].sum()) > 0
+    assert torch.equal(r0["student"], r1["student"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "extra"), [("rgal", {"reset_generator": True}),
+                                               ("cmi", {}), ("nayer", {})])
+def test_a_reinitialised_generator_is_the_same_on_every_rank(tmp_path, fake_fmnist,
+                                                             teacher_file, method, extra):
+    results = tmp_path / "results"
+    results.mkdir()
+    mp.spawn(_rank_worker, args=(2, _free_port(), str(fake_fmnist), str(teacher_file),
+                                 str(tmp_path / "out"), method, str(results), extra), nprocs=2)
+    r0, r1 = (torch.load(results / f"rank{i}.pt") for i in range(2))
+    assert r0["generator"], "the method shares no generator parameters"
+    for a, b in zip(r0["generator"], r1["generator"], strict=True):
+        assert torch.equal(a, b), "the ranks' generators differ after a re-initialisation"
     assert torch.equal(r0["student"], r1["student"])
 
 

@@ -25,7 +25,7 @@ from ..amp import Precision, optimizer_options
 from ..config import ConfigError, DistillConfig
 from ..data.augment import Augment
 from ..data.datasets import DatasetInfo
-from ..distributed import world_size
+from ..distributed import broadcast_module, world_size
 from ..engine.inversion import InversionEngine, PhaseResult, frozen
 from ..losses import BNStatistics, adversarial_loss, kd_loss, per_sample_kl
 from ..losses.boundary import boundary_targets, classifier_weight, partner_probabilities
@@ -218,6 +218,7 @@ class InversionMethod(Method):
         if self.cfg.reset_generator or (life > 0 and self.epoch > 1
                                         and (self.epoch - 1) % life == 0):
             self.generator.reinit()
+            broadcast_module(self.generator)  # under torchrun, every rank draws its own
         return self.generator
 
     def optimizer(self, generator: nn.Module, z: torch.Tensor) -> torch.optim.Optimizer:

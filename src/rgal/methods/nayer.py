@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, option
+from ..distributed import broadcast_module
 from ..engine.inversion import PhaseResult
 from ..models.generator import Generator
 from .base import InversionMethod, MethodContext
@@ -168,12 +169,20 @@ class NAYER(InversionMethod):
         return torch.optim.Adam(generator.parameters(), lr=self.lr_g, betas=(0.5, 0.999),
                                 **self.opt_options)
 
+    def shared_parameters(self, generator: nn.Module) -> list[nn.Parameter]:
+        """The generator but its noisy layers: under torchrun each rank redraws its own (so
+        the ranks make different images, as their own latents do for RGAL) and keeps their
+        gradients to itself."""
+        noisy = {id(p) for p in generator.noisy.parameters()}
+        return [p for p in generator.parameters() if id(p) not in noisy]
+
     def synthesize(self) -> PhaseResult:
         """`g_loops` loops of `g_steps` steps, each with fresh noisy layers; every loop's
         lowest-loss batch joins the pool."""
         s, generator = self.cfg.nayer, self.generator
         if (self.epoch - 1) % s.g_life == 0:
             generator.reinit()
+            broadcast_module(generator)  # under torchrun, every rank draws its own
         device = next(generator.parameters()).device
         generator.train()
         results = []
