@@ -19,13 +19,17 @@ def _weights(method) -> torch.Tensor:
     return _weights_of(method.generator)
 
 
-def _reinitialised_epochs(life: int, epochs: int = 7) -> list[int]:
-    """The epochs whose phase starts from fresh weights (a real phase runs in every epoch, so
-    the weights a phase keeps always differ from a fresh draw)."""
+def _rgal(**settings):
     torch.manual_seed(0)
     teacher = create_model("smallcnn", 10, 1).eval()
     student = create_model("tinycnn", 10, 1)
-    method = create_method("rgal", teacher, student, INFO, generator_life=life, **SMALL)
+    return create_method("rgal", teacher, student, INFO, **settings, **SMALL)
+
+
+def _reinitialised_epochs(life: int, epochs: int = 7) -> list[int]:
+    """The epochs whose phase starts from fresh weights (a real phase runs in every epoch, so
+    the weights a phase keeps always differ from a fresh draw)."""
+    method = _rgal(generator_life=life)
     fresh = []
     for epoch in range(1, epochs + 1):
         method.start_epoch(epoch)
@@ -52,10 +56,7 @@ def test_the_generator_is_reinitialised_at_the_start_of_every_nth_phase_after_th
 
 
 def test_reset_generator_still_resets_every_phase():
-    torch.manual_seed(0)
-    teacher = create_model("smallcnn", 10, 1).eval()
-    student = create_model("tinycnn", 10, 1)
-    method = create_method("rgal", teacher, student, INFO, reset_generator=True, **SMALL)
+    method = _rgal(reset_generator=True)
     for epoch in (1, 2, 3):
         method.start_epoch(epoch)
         with torch.no_grad():

@@ -217,9 +217,14 @@ class InversionMethod(Method):
         life = self.cfg.generator_life
         if self.cfg.reset_generator or (life > 0 and self.epoch > 1
                                         and (self.epoch - 1) % life == 0):
-            self.generator.reinit()
-            broadcast_module(self.generator)  # under torchrun, every rank draws its own
+            self.rebuild_generator()
         return self.generator
+
+    def rebuild_generator(self) -> None:
+        """Fresh generator weights, the same on every rank (under torchrun each rank's random
+        stream differs, so rank 0's draw is broadcast)."""
+        self.generator.reinit()
+        broadcast_module(self.generator)
 
     def optimizer(self, generator: nn.Module, z: torch.Tensor) -> torch.optim.Optimizer:
         """Adam over the generator and the latents, betas (0.5, 0.999)."""

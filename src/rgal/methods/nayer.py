@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, option
-from ..distributed import broadcast_module
 from ..engine.inversion import PhaseResult
 from ..models.generator import Generator
 from .base import InversionMethod, MethodContext
@@ -181,8 +180,7 @@ class NAYER(InversionMethod):
         lowest-loss batch joins the pool."""
         s, generator = self.cfg.nayer, self.generator
         if (self.epoch - 1) % s.g_life == 0:
-            generator.reinit()
-            broadcast_module(generator)  # under torchrun, every rank draws its own
+            self.rebuild_generator()
         device = next(generator.parameters()).device
         generator.train()
         results = []
