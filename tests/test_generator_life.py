@@ -82,3 +82,47 @@ def test_settings_it_cannot_honour_exit_2_before_any_work(tmp_path, capsys, args
     assert main(["distill", *args, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_reset_part_first_renews_the_first_layer_only():
+    method = _rgal(reset_generator=True, reset_part="first")
+    rest = [n for n, _ in method.generator.named_parameters() if not n.startswith("l1.")]
+    assert rest  # the upsampling stages
+    for epoch in (1, 2):
+        method.start_epoch(epoch)
+        with torch.no_grad():
+            for p in method.generator.parameters():
+                p.add_(1.0)  # what a phase's steps would have moved
+        before = {n: p.detach().clone() for n, p in method.generator.named_parameters()}
+        torch.manual_seed(epoch)
+        method.phase_generator()
+        after = dict(method.generator.named_parameters())
+        assert all(torch.equal(after[n], before[n]) for n in rest)
+        assert not torch.equal(after["l1.weight"], before["l1.weight"])
+        torch.manual_seed(epoch)
+        fresh = torch.empty_like(before["l1.weight"]).normal_(0.0, 0.02)
+        assert torch.equal(after["l1.weight"], fresh)
+        assert torch.count_nonzero(after["l1.bias"]) == 0
+
+
+def test_reset_part_first_with_generator_life_waits_for_the_life():
+    method = _rgal(generator_life=2, reset_part="first")
+    for epoch, renewed in ((1, False), (2, False), (3, True)):
+        method.start_epoch(epoch)
+        before = method.generator.l1.weight.detach().clone()
+        method.phase_generator()
+        assert torch.equal(method.generator.l1.weight, before) != renewed
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--method", "rgal", "--reset-part", "first"], "does nothing without"),
+    (["--method", "nayer", "--reset-part", "first"], "nayer decides"),
+    (["--method", "deepinv", "--reset-part", "first"], "reset_part"),
+    (["--method", "dafl", "--reset-part", "first"], "reset_part"),
+])
+def test_reset_part_settings_it_cannot_honour_exit_2_before_any_work(tmp_path, capsys, args,
+                                                                      message):
+    out = tmp_path / "run"
+    assert main(["distill", *args, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

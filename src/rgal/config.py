@@ -93,6 +93,13 @@ class DistillConfig:
                                     "synthesis phase after the first (epochs N+1, 2N+1, ...; "
                                     "0: never; reset_generator: every phase)", lo=0,
                                  hi=100_000, legacy=0)
+    reset_part: str = option("all", "what a re-initialisation (reset_generator, "
+                                    "generator_life) renews: all (the whole generator) or "
+                                    "first (only its first layer, the map from the latent; the "
+                                    "rest keeps what it learnt)", choices=("all", "first"),
+                             legacy="all")
+    pool_window: int = option(0, "keep only the images of the last N synthesis phases in the "
+                                 "pool (0: every phase's)", lo=0, hi=100_000, legacy=0)
     boundary: float = option(0.0, "share of each synthesis batch whose one-hot target gives "
                                   "up to half its weight to a class the teacher's classifier "
                                   "finds similar (images near a class boundary; 0: off)",

@@ -48,6 +48,17 @@ class ImagePool:
         self._labels[self._n:n_new] = labels.detach().to(self.device)
         self._n = n_new
 
+    def keep_last(self, n: int) -> None:
+        """Drop all but the `n` most recently added images (nothing if it holds fewer)."""
+        if n < 0:
+            raise ValueError(f"keep_last needs n >= 0, got {n}")
+        if self._n <= n:
+            return
+        start = self._n - n
+        self._images[:n] = self._images[start:self._n].clone()
+        self._labels[:n] = self._labels[start:self._n].clone()
+        self._n = n
+
     def sample(self, n: int, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """`min(n, len)` distinct images as floats in [0, 1], with their labels."""

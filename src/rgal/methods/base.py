@@ -96,9 +96,13 @@ class Method(nn.Module):
             if getattr(cfg, key) > 0 and cls.source != "pool":
                 raise ConfigError(f"{key} shapes the targets of a synthesised pool; {cls.name} "
                                   f"has none ({cls.source} images)")
-        if cfg.generator_life > 0 and cls.source != "pool":
-            raise ConfigError(f"generator_life re-initialises a synthesis phase's generator; "
-                              f"{cls.name} has none ({cls.source} images)")
+        for key in ("generator_life", "pool_window"):
+            if getattr(cfg, key) > 0 and cls.source != "pool":
+                raise ConfigError(f"{key} needs a synthesis phase's generator and pool; "
+                                  f"{cls.name} has none ({cls.source} images)")
+        if cfg.reset_part != "all" and cls.source != "pool":
+            raise ConfigError(f"reset_part re-initialises part of a synthesis phase's "
+                              f"generator; {cls.name} has none ({cls.source} images)")
 
     def start_epoch(self, epoch: int) -> None:
         """Called at the start of every epoch (1-based), before its synthesis phase."""
@@ -191,10 +195,18 @@ class InversionMethod(Method):
             if cfg.reset_generator:
                 raise ConfigError("generator_life and reset_generator both set: reset_generator "
                                   "already re-initialises the generator every phase")
+        if cfg.generator_life > 0 or cfg.reset_part != "all":
+            key = "generator_life" if cfg.generator_life > 0 else "reset_part"
             if (cls.phase_generator is not InversionMethod.phase_generator
                     or cls.synthesize is not InversionMethod.synthesize):
-                raise ConfigError(f"generator_life: {cls.name} decides its generator's life "
-                                  f"itself")
+                raise ConfigError(f"{key}: {cls.name} decides its generator's life itself")
+        if cfg.reset_part != "all":
+            if cls.make_generator is not InversionMethod.make_generator:
+                raise ConfigError(f"reset_part: {cls.name}'s generator has no first layer to "
+                                  f"renew on its own")
+            if not cfg.reset_generator and cfg.generator_life == 0:
+                raise ConfigError("reset_part does nothing without reset_generator or "
+                                  "generator_life")
 
     # -- what methods vary --------------------------------------------------------------------
     def make_generator(self, ctx: MethodContext) -> nn.Module:
@@ -212,8 +224,9 @@ class InversionMethod(Method):
         return self.lr_g
 
     def phase_generator(self) -> nn.Module:
-        """The module optimised in this phase (re-initialised if asked: every phase, or at
-        the start of every `generator_life`-th phase after the first)."""
+        """The module optimised in this phase (re-initialised if asked, whole or its first
+        layer (`reset_part`): every phase, or at the start of every `generator_life`-th phase
+        after the first)."""
         life = self.cfg.generator_life
         if self.cfg.reset_generator or (life > 0 and self.epoch > 1
                                         and (self.epoch - 1) % life == 0):
@@ -221,9 +234,13 @@ class InversionMethod(Method):
         return self.generator
 
     def rebuild_generator(self) -> None:
-        """Fresh generator weights, the same on every rank (under torchrun each rank's random
-        stream differs, so rank 0's draw is broadcast)."""
-        self.generator.reinit()
+        """Fresh generator weights (all, or the first layer's with `reset_part` first), the
+        same on every rank (under torchrun each rank's random stream differs, so rank 0's draw
+        is broadcast)."""
+        if self.cfg.reset_part == "first":
+            self.generator.reinit_first()
+        else:
+            self.generator.reinit()
         broadcast_module(self.generator)
 
     def optimizer(self, generator: nn.Module, z: torch.Tensor) -> torch.optim.Optimizer:

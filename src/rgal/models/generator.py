@@ -89,6 +89,16 @@ class Generator(nn.Module):
         return self.conv_blocks(out)
 
     @torch.no_grad()
+    def reinit_first(self, generator: torch.Generator | None = None) -> None:
+        """Fresh weights for the first layer only (the linear map from the latent), drawn as
+        `reinit` draws them; the upsampling stages keep theirs."""
+        if self.init == "pytorch":
+            self.l1.reset_parameters()
+            return
+        self.l1.weight.normal_(0.0, 0.02, generator=generator)
+        self.l1.bias.zero_()
+
+    @torch.no_grad()
     def reinit(self, generator: torch.Generator | None = None) -> None:
         """Fresh weights: conv/linear N(0, 0.02), BN weight N(1, 0.02), biases 0 (`dcgan`), or
         PyTorch's default initialisation (`pytorch`)."""

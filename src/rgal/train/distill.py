@@ -168,6 +168,8 @@ class DistillJob(Job):
             images = all_gather_cat(result.images.detach())
             labels = all_gather_cat(result.labels)
             self.pool.add(images, labels)  # every rank keeps the same pool
+            if self.cfg.pool_window > 0:  # this phase's and the N - 1 phases' before it
+                self.pool.keep_last(self.cfg.pool_window * images.shape[0])
             self.images_synthesized += images.shape[0]
             prelude.update(images=images.cpu(), labels=labels.cpu(), syn_losses=result.losses)
         self.student.train()
