@@ -1,4 +1,5 @@
-"""generator_life: a persistent generator re-initialised every N-th synthesis phase."""
+"""generator_life and reset_part: a persistent generator re-initialised, whole or its first
+layer, every N-th synthesis phase."""
 
 from __future__ import annotations
 
