@@ -61,6 +61,17 @@ class MethodContext:
     teacher_folds: list[FoldedBN] = field(default_factory=list)
 
 
+# shared options that act on a synthesised pool or its generator: their "off" value and what
+# they do (a method whose images are online or real refuses any other value)
+POOL_OPTIONS: dict[str, tuple[Any, str]] = {
+    "boundary": (0.0, "shapes the targets of a synthesised pool"),
+    "hard_classes": (0.0, "shapes the targets of a synthesised pool"),
+    "generator_life": (0, "re-initialises a synthesis phase's generator"),
+    "reset_part": ("all", "re-initialises part of a synthesis phase's generator"),
+    "pool_window": (0, "trims a synthesised pool"),
+}
+
+
 class Method(nn.Module):
     """Base of every method. Holds the frozen teacher (kept in eval mode whatever `train()`
     says) and the student, and gives the plain KD student step."""
@@ -92,17 +103,11 @@ class Method(nn.Module):
     @classmethod
     def check_settings(cls, cfg: DistillConfig) -> None:
         """Refuse settings the method cannot run with (ConfigError), before any work."""
-        for key in ("boundary", "hard_classes"):
-            if getattr(cfg, key) > 0 and cls.source != "pool":
-                raise ConfigError(f"{key} shapes the targets of a synthesised pool; {cls.name} "
-                                  f"has none ({cls.source} images)")
-        for key in ("generator_life", "pool_window"):
-            if getattr(cfg, key) > 0 and cls.source != "pool":
-                raise ConfigError(f"{key} needs a synthesis phase's generator and pool; "
-                                  f"{cls.name} has none ({cls.source} images)")
-        if cfg.reset_part != "all" and cls.source != "pool":
-            raise ConfigError(f"reset_part re-initialises part of a synthesis phase's "
-                              f"generator; {cls.name} has none ({cls.source} images)")
+        if cls.source == "pool":
+            return
+        for key, (off, what) in POOL_OPTIONS.items():
+            if getattr(cfg, key) != off:
+                raise ConfigError(f"{key} {what}; {cls.name} has none ({cls.source} images)")
 
     def start_epoch(self, epoch: int) -> None:
         """Called at the start of every epoch (1-based), before its synthesis phase."""

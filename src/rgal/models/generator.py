@@ -94,9 +94,8 @@ class Generator(nn.Module):
         `reinit` draws them; the upsampling stages keep theirs."""
         if self.init == "pytorch":
             self.l1.reset_parameters()
-            return
-        self.l1.weight.normal_(0.0, 0.02, generator=generator)
-        self.l1.bias.zero_()
+        else:
+            _dcgan_init(self.l1, generator)
 
     @torch.no_grad()
     def reinit(self, generator: torch.Generator | None = None) -> None:
@@ -110,12 +109,19 @@ class Generator(nn.Module):
                     m.reset_running_stats()
             return
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.normal_(0.0, 0.02, generator=generator)
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif isinstance(m, nn.BatchNorm2d):
-                if m.affine:
-                    m.weight.normal_(1.0, 0.02, generator=generator)
-                    m.bias.zero_()
-                m.reset_running_stats()
+            _dcgan_init(m, generator)
+
+
+@torch.no_grad()
+def _dcgan_init(m: nn.Module, generator: torch.Generator | None) -> None:
+    """One layer's `dcgan` initialisation: conv/linear N(0, 0.02), BN weight N(1, 0.02), biases
+    0, BN running statistics reset; other modules are left alone."""
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        m.weight.normal_(0.0, 0.02, generator=generator)
+        if m.bias is not None:
+            m.bias.zero_()
+    elif isinstance(m, nn.BatchNorm2d):
+        if m.affine:
+            m.weight.normal_(1.0, 0.02, generator=generator)
+            m.bias.zero_()
+        m.reset_running_stats()
