@@ -201,7 +201,7 @@ def run(argv: list[str] | None = None) -> int:
             for v in VARIANTS}
     print(f"{args.entry}: {cfg['dataset']} {cfg['split']}, last epoch, seeds {seeds}; oracle "
           f"rows fitted on the first {args.real} images of the training part\n")
-    print("| student | fitted on | acc (%), mean ± 95% CI | minus as trained, paired | verdict "
+    print("| student | fitted on | mean class acc (%) ± 95% CI | minus as trained, paired | verdict "
           "| per seed |")
     print("|---|---|---|---|---|---|")
     for v, uses in VARIANTS.items():
