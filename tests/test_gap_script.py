@@ -87,6 +87,14 @@ def test_ridge_map_recovers_an_affine_map(script):
     assert torch.allclose(f(z), z @ a + b, atol=1e-3)
 
 
+def test_nearest_index_finds_each_rows_own_direction(script):
+    torch.manual_seed(0)
+    bank = torch.randn(50, 6)
+    order = torch.randperm(50)[:20]
+    x = bank[order] * torch.rand(20, 1).add(0.5)  # the same directions, other lengths
+    assert torch.equal(script.nearest_index(x, bank, batch_size=7), order)
+
+
 def test_a_student_that_is_the_teacher_keeps_its_answers_when_transplanted(
         tmp_path, fake_fmnist, teacher_file, script):
     run = fake_run(tmp_path, "rgal", 0, fake_fmnist, teacher_file, student="smallcnn",
@@ -94,7 +102,7 @@ def test_a_student_that_is_the_teacher_keeps_its_answers_when_transplanted(
     cfg = json.loads((run / "summary.json").read_text())["config"]
     train, evaluation = script.fit_images(cfg)
     out = script.run_variants(run, cfg, train, evaluation, real=64)
-    assert set(out) == set(script.VARIANTS)
+    assert set(out) == set(script.VARIANTS) | {script.NEAREST}
     assert out["transplant"] == out["as trained"]
     assert all(len(v) == 10 for v in out.values())
 
@@ -115,7 +123,7 @@ def test_the_report_pairs_by_seed_and_skips_transplant_without_a_pool(
     assert "held-out set (the last 40 training images)" in out and "seeds [0, 1]" in out
     rows = [ln.split(" | ")[0] for ln in out.splitlines() if ln.startswith("| ")]
     assert rows[1:5] == ["| as trained", "| bn", "| bias", "| head"]
-    assert "| transplant" not in rows
+    assert "| transplant" not in rows and script.NEAREST not in out
 
 
 def test_bad_input_is_a_one_line_error(tmp_path, fake_fmnist, teacher_file, script, capsys):
