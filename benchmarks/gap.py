@@ -28,7 +28,6 @@ each part of the student; they are not a method.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from rgal.engine.evaluate import batched_outputs, confusion_matrix, per_class_ro
 from rgal.engine.stats import mean_interval, paired_difference, verdict
 from rgal.models.build import build_model, load_model_weights, resolve_weights_path
 from rgal.models.features import FeatureExtractor, default_classifier_name, find_batchnorms
+from rgal.train.bench import finished_runs, split_description
 
 VARIANTS = {
     "as trained": "-",
@@ -172,23 +172,14 @@ def run_variants(run: Path, cfg: dict, train: ImageTensors, evaluation: ImageTen
 
 def entry_gap(bench: Path, entry: str, real: int) -> tuple[dict[int, dict], dict]:
     """{seed: {variant: per-class accuracy}} of an entry's finished runs, and one config."""
-    from rgal.train.bench import entry_folder
-
-    folder = entry_folder(bench, entry)
-    runs = sorted(p for p in folder.glob("seed*") if (p / "summary.json").exists())
-    if not runs:
-        raise ConfigError(f"{folder}: no finished runs of {entry!r}")
     out, splits, cfg = {}, {}, {}
-    for run in runs:
-        cfg = json.loads((run / "summary.json").read_text())["config"]
+    for seed, run, cfg in finished_runs(bench, entry):
         key = (cfg["dataset"], cfg.get("data_root"), cfg.get("holdout", 0))
         if key not in splits:
             splits[key] = fit_images(cfg)
-        out[int(run.name[4:])] = run_variants(run, cfg, *splits[key], real)
-    info = describe_dataset(cfg["dataset"], cfg.get("data_root"))
-    cfg["classes"] = list(info.classes)
-    cfg["split"] = (f"held-out set (the last {cfg['holdout']} training images)"
-                    if cfg.get("holdout") else "test set")
+        out[seed] = run_variants(run, cfg, *splits[key], real)
+    cfg["classes"] = list(describe_dataset(cfg["dataset"], cfg.get("data_root")).classes)
+    cfg["split"] = split_description(cfg.get("holdout", 0))
     return out, cfg
 
 

@@ -13,7 +13,6 @@ The two entries may live in different bench folders.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,18 +25,13 @@ from rgal.data.splits import evaluation_split
 from rgal.engine.evaluate import confusion_matrix, per_class_rows, predict
 from rgal.engine.stats import mean_interval, paired_difference, verdict
 from rgal.models.build import build_model, load_model_weights
-from rgal.train.bench import entry_folder
+from rgal.train.bench import finished_runs, split_description
 
 
 def class_accuracies(bench: Path, entry: str) -> tuple[dict[int, list[float]], dict]:
     """{seed: per-class accuracy (%)} of an entry's finished runs, and one run's config."""
-    folder = entry_folder(bench, entry)
-    runs = sorted(p for p in folder.glob("seed*") if (p / "summary.json").exists())
-    if not runs:
-        raise ConfigError(f"{folder}: no finished runs of {entry!r}")
     out, cfg, data = {}, {}, {}
-    for run in runs:
-        cfg = json.loads((run / "summary.json").read_text())["config"]
+    for seed, run, cfg in finished_runs(bench, entry):
         key = (cfg["dataset"], cfg.get("data_root"), cfg.get("holdout", 0))
         if key not in data:
             info = describe_dataset(cfg["dataset"], cfg.get("data_root"))
@@ -48,10 +42,9 @@ def class_accuracies(bench: Path, entry: str) -> tuple[dict[int, list[float]], d
         preds = predict(model, test, Normalize(info.mean, info.std))
         rows = per_class_rows(confusion_matrix(preds, test.labels, info.num_classes),
                               info.classes)
-        out[int(run.name[4:])] = [r["acc"] for r in rows]
+        out[seed] = [r["acc"] for r in rows]
         cfg["classes"] = [r["class"] for r in rows]
-        cfg["split"] = (f"held-out set (the last {key[2]} training images)" if key[2]
-                        else "test set")
+        cfg["split"] = split_description(key[2])
     return out, cfg
 
 

@@ -120,6 +120,24 @@ def entry_folder(out: Path, entry: str) -> Path:
     return Path(out) / "runs" / "".join(c if c.isalnum() or c in "+-_." else "_" for c in entry)
 
 
+def finished_runs(out: Path, entry: str) -> list[tuple[int, Path, dict[str, Any]]]:
+    """(seed, run folder, config) of each finished run of an entry in a bench folder, by seed;
+    ConfigError if there is none."""
+    folder = entry_folder(out, entry)
+    runs = sorted((int(p.name[4:]), p) for p in folder.glob("seed*")
+                  if (p / "summary.json").exists())
+    if not runs:
+        raise ConfigError(f"{folder}: no finished runs of {entry!r}")
+    return [(seed, p, json.loads((p / "summary.json").read_text())["config"])
+            for seed, p in runs]
+
+
+def split_description(holdout: int) -> str:
+    """The images a run is scored on, in words for a report heading (`split_name` is the
+    one-word form)."""
+    return f"held-out set (the last {holdout} training images)" if holdout else "test set"
+
+
 def plan_runs(entries: list[str], seeds: list[int], out: Path,
               layers: list[dict[str, Any]],
               tuned: dict[str, dict[str, Any]] | None = None
