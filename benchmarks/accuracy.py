@@ -31,7 +31,7 @@ from rgal.cli import main
 
 HERE = Path(__file__).resolve().parent
 LONG_EPOCHS = 35  # the demo's schedule (`rgal distill`'s default)
-LONG_METHODS = "rgal,kd-real,nayer,nayer+rgal:lr_g=0.002,rgal-no-rel"
+LONG_METHODS = "rgal,kd-real,nayer,nayer+rgal:w_bn=3.0,rgal-no-rel"
 
 
 def run(argv: list[str] | None = None) -> int:
