@@ -133,9 +133,10 @@ def finished_runs(out: Path, entry: str) -> list[tuple[int, Path, dict[str, Any]
 
 
 def split_description(holdout: int) -> str:
-    """The images a run is scored on, in words for a report heading (`split_name` is the
-    one-word form)."""
-    return f"held-out set (the last {holdout} training images)" if holdout else "test set"
+    """The images a run is scored on, in words for a report heading: `split_name`'s word,
+    with how many training images were held out."""
+    return f"{split_name(holdout)} set" + (f" (the last {holdout} training images)"
+                                           if holdout else "")
 
 
 def plan_runs(entries: list[str], seeds: list[int], out: Path,
