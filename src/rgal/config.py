@@ -109,6 +109,9 @@ class DistillConfig:
                                       "teacher (KL) on each class's earlier synthetic images, "
                                       "a moving average over phases (0: classes drawn "
                                       "uniformly)", lo=0, hi=1, legacy=0.0)
+    real_subset: int = option(0, "kd-real and scratch: train on N training images only, a "
+                                 "random subset drawn from the run's seed (0: all of them)",
+                              lo=0, hi=100_000_000, legacy=0)
     bn_momentum: float = option(0.0, "blend each batch's BN statistics with a moving average "
                                      "of earlier phases' (momentum m: (1-m) batch + m average; "
                                      "0: off; Fast-Datafree, NAYER)", lo=0, hi=0.999)

@@ -103,6 +103,9 @@ class Method(nn.Module):
     @classmethod
     def check_settings(cls, cfg: DistillConfig) -> None:
         """Refuse settings the method cannot run with (ConfigError), before any work."""
+        if cls.source != "real" and cfg.real_subset:
+            raise ConfigError(f"real_subset picks the real training images of kd-real and "
+                              f"scratch; {cls.name} trains on {cls.source} images")
         if cls.source == "pool":
             return
         for key, (off, what) in POOL_OPTIONS.items():

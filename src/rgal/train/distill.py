@@ -108,7 +108,8 @@ class DistillJob(Job):
                                   mix_alpha=cfg.mix_alpha, crop_scale=cfg.student_crop)
         self.pool = ImagePool(info.channels, info.image_size, device)
         self.source = (self.pool if self.kind == "pool" else self.method
-                       if self.kind == "online" else RealImages(setup.train, device))
+                       if self.kind == "online"
+                       else RealImages(setup.train, device, cfg.real_subset, cfg.seed))
         self.images_synthesized = 0
         self.teacher_acc: float | None = None
         self.best_acc, self.best_epoch = -1.0, 0

@@ -8,6 +8,7 @@ from typing import Protocol
 import torch
 
 from ..amp import Precision
+from ..config import ConfigError
 from ..data.augment import Augment, mix_images
 from ..data.datasets import ImageTensors
 from ..engine.inversion import gradient_shares, weighted_sum
@@ -22,11 +23,20 @@ class ImageSource(Protocol):
 
 
 class RealImages:
-    """A real training set held on the training device, sampled without replacement per batch."""
+    """A real training set held on the training device, sampled without replacement per batch;
+    with `subset` > 0, only that many of its images, drawn at random with `seed`."""
 
-    def __init__(self, data: ImageTensors, device: torch.device) -> None:
-        self.images = data.images.to(device)
-        self.labels = data.labels.to(device)
+    def __init__(self, data: ImageTensors, device: torch.device, subset: int = 0,
+                 seed: int = 0) -> None:
+        images, labels = data.images, data.labels
+        if subset:
+            if subset > len(labels):
+                raise ConfigError(f"real_subset {subset} is larger than the training set "
+                                 f"({len(labels)} images)")
+            keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+            images, labels = images[keep[:subset]], labels[keep[:subset]]
+        self.images = images.to(device)
+        self.labels = labels.to(device)
 
     def __len__(self) -> int:
         return self.labels.shape[0]
