@@ -58,3 +58,13 @@ def test_a_data_free_method_refuses_a_real_subset(tmp_path, capsys):
     assert main(["distill", "--method", "rgal", "--real-subset", "100", "--out", str(out)]) == 2
     assert "real_subset" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_run_asking_for_more_real_images_than_there_are_writes_nothing(
+        tmp_path, fake_fmnist, teacher_file, capsys):
+    out = tmp_path / "run"
+    argv = [*DISTILL, "--data-root", str(fake_fmnist), "--teacher-weights", str(teacher_file),
+            "--out", str(out), "--real-subset", "129"]  # the fake training split holds 128
+    assert main(argv) == 2
+    assert "larger than the training set (128 images)" in capsys.readouterr().err
+    assert not out.exists()

@@ -93,4 +93,7 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False,
     train, test = evaluation_split(cfg.dataset, cfg.data_root, holdout=cfg.holdout,
                                    download=cfg.download, need_train=method.source == "real",
                                    max_per_class=cfg.test_per_class or None, info=info)
+    if train is not None and cfg.real_subset > len(train.labels):
+        raise ConfigError(f"real_subset {cfg.real_subset} is larger than the training set "
+                          f"({len(train.labels)} images)")
     return DistillSetup(cfg, info, teacher, student, test, device, folder, resume_state, train)
