@@ -27,6 +27,7 @@ from ..models.build import (
 from ..utils import resolve_device, seed_everything
 from .distill import DistillSetup, run_folder
 from .extras import check_extras
+from .student import RealImages
 
 
 def estimated_run_bytes(cfg: DistillConfig, info: DatasetInfo) -> int:
@@ -93,7 +94,6 @@ def prepare_distillation(cfg: DistillConfig, overwrite: bool = False,
     train, test = evaluation_split(cfg.dataset, cfg.data_root, holdout=cfg.holdout,
                                    download=cfg.download, need_train=method.source == "real",
                                    max_per_class=cfg.test_per_class or None, info=info)
-    if train is not None and cfg.real_subset > len(train.labels):
-        raise ConfigError(f"real_subset {cfg.real_subset} is larger than the training set "
-                          f"({len(train.labels)} images)")
+    if train is not None:  # refused before the run folder is written, not when training starts
+        RealImages.check_subset(cfg.real_subset, len(train.labels))
     return DistillSetup(cfg, info, teacher, student, test, device, folder, resume_state, train)

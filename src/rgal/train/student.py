@@ -30,13 +30,18 @@ class RealImages:
                  seed: int = 0) -> None:
         images, labels = data.images, data.labels
         if subset:
-            if subset > len(labels):
-                raise ConfigError(f"real_subset {subset} is larger than the training set "
-                                 f"({len(labels)} images)")
+            self.check_subset(subset, len(labels))
             keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
             images, labels = images[keep[:subset]], labels[keep[:subset]]
         self.images = images.to(device)
         self.labels = labels.to(device)
+
+    @staticmethod
+    def check_subset(subset: int, available: int) -> None:
+        """ConfigError if a `subset` of `available` training images cannot be drawn."""
+        if subset > available:
+            raise ConfigError(f"real_subset {subset} is larger than the training set "
+                              f"({available} images)")
 
     def __len__(self) -> int:
         return self.labels.shape[0]
