@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from conftest import load_benchmark
 from safetensors.torch import load_file
 
+from rgal.distributed import shutdown
 from rgal.methods import distill_config
 
 TINY = ["--epochs", "2", "--g-steps", "2", "--kd-steps", "3", "--batch-size", "8",
@@ -63,8 +64,10 @@ def _rank_worker(rank: int, world: int, port: int, data: str, teacher: str, out:
                     "synthesized": job.images_synthesized,
                     "class_gap": None if gap is None else gap.clone()},
                    Path(result_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        shutdown(clean=False)
+        raise
+    shutdown()
 
 
 @pytest.mark.slow

@@ -128,8 +128,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
         if args.resume and state is None and is_main():
             print(f"rgal: no checkpoint in {cfg.out}; starting from epoch 1", file=sys.stderr)
         summary = run_distillation(setup)
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown(clean=False)
+        raise
+    shutdown()
     if not summary:  # not the writing rank
         return 0
     from .engine.html_report import split_name

@@ -52,9 +52,16 @@ def init_from_env(device: torch.device) -> torch.device:
     return device
 
 
-def shutdown() -> None:
-    """Leave the process group (if one was joined)."""
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group (if one was joined).
+
+    After a clean run every rank first waits for the others, so that no rank tears its
+    connections down while a peer is still using them; after an error a rank leaves at
+    once (its peers may never reach a barrier).
+    """
     if dist.is_available() and dist.is_initialized():
+        if clean and world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
