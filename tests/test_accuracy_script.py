@@ -35,7 +35,11 @@ def test_long_runs_the_demo_schedule_and_keeps_the_short_table(script, tmp_path)
     (argv,) = script.calls
     assert argv[argv.index("--set") + 1] == f"epochs={script.LONG_EPOCHS}" == "epochs=35"
     methods = argv[argv.index("--methods") + 1].split(",")
-    assert {"rgal", "kd-real", "rgal-no-rel"} <= set(methods)
+    assert {"rgal", "kd-real", "rgal-no-rel", "rgal:g_steps=60"} <= set(methods)
+    from rgal.train import bench
+
+    planned = bench.plan_runs(methods, [0], out, [bench.DEFAULT_BUDGET, {"epochs": 35}])
+    assert {cfg.g_steps for _, _, cfg in planned} == {15, 60}  # every entry is a valid run
     here = tmp_path / "benchmarks"
     assert (here / "results_long.md").read_text() == " ".join(argv)
     assert (here / "results_long_accuracy_vs_time.png").exists()

@@ -105,3 +105,23 @@ def test_shipped_configs_are_valid():
         200, 400, 400, 256, 20.0, "wrn40_2", "wrn16_1", True)
     demo = distill_config(load_yaml(root / "fmnist_demo.yaml"))
     assert demo == distill_config({})  # the YAML documents exactly the embedded default
+
+
+def test_g60_config_is_the_bench_run_it_names():
+    """configs/fmnist_g60.yaml trains exactly what `rgal bench --set epochs=35 --methods
+    'rgal:g_steps=60'` trains (the bench's defaults, rgal's tuned settings, the entry)."""
+    from pathlib import Path
+
+    from rgal.train import bench
+
+    root = Path(__file__).resolve().parent.parent
+    tuned = bench.load_tuned(bench.tuned_path("fashion-mnist", "smallcnn", "tinycnn"))
+    (_, _, ran), = bench.plan_runs(["rgal:g_steps=60"], [3], Path("b"),
+                                   [dict(bench.DEFAULT_BUDGET), {"epochs": 35}],
+                                   tuned=tuned["methods"])
+    shipped = distill_config(load_yaml(root / "configs" / "fmnist_g60.yaml"),
+                             {"seed": 3, "out": ran.out, "progress": False})
+    assert shipped == ran
+    demo = distill_config(load_yaml(root / "configs" / "fmnist_demo.yaml"))
+    differ = {k for k, v in demo.to_dict().items() if shipped.to_dict()[k] != v}
+    assert differ == {"g_steps", "lr_g", "seed", "out", "progress"}
