@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from conftest import load_benchmark
 from safetensors.torch import load_file
 
-from rgal.distributed import shutdown
+from rgal.distributed import leaving_when_done
 from rgal.methods import distill_config
 
 TINY = ["--epochs", "2", "--g-steps", "2", "--kd-steps", "3", "--batch-size", "8",
@@ -37,7 +37,7 @@ def _rank_worker(rank: int, world: int, port: int, data: str, teacher: str, out:
                       RANK=str(rank), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with leaving_when_done():
         from rgal.engine import StopSignals, TrainingLoop
         from rgal.train.distill import DistillJob
         from rgal.train.prepare import prepare_distillation
@@ -64,10 +64,6 @@ def _rank_worker(rank: int, world: int, port: int, data: str, teacher: str, out:
                     "synthesized": job.images_synthesized,
                     "class_gap": None if gap is None else gap.clone()},
                    Path(result_dir) / f"rank{rank}.pt")
-    except BaseException:
-        shutdown(clean=False)
-        raise
-    shutdown()
 
 
 @pytest.mark.slow

@@ -119,19 +119,15 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UsageError("--allow-config-change only applies with --resume")
     cfg, state = config_for_run(config_layers(args), resume=args.resume,
                                 allow_change=args.allow_config_change)
-    from .distributed import init_from_env, is_main, shutdown
+    from .distributed import init_from_env, is_main, leaving_when_done
 
     setup = prepare_distillation(cfg, overwrite=args.overwrite, resume_state=state,
                                  resume=args.resume)
     setup.device = init_from_env(setup.device)  # torchrun: join the process group
-    try:
+    with leaving_when_done():
         if args.resume and state is None and is_main():
             print(f"rgal: no checkpoint in {cfg.out}; starting from epoch 1", file=sys.stderr)
         summary = run_distillation(setup)
-    except BaseException:
-        shutdown(clean=False)
-        raise
-    shutdown()
     if not summary:  # not the writing rank
         return 0
     from .engine.html_report import split_name

@@ -8,7 +8,8 @@ frozen-teacher invariant stay as they are). With one process every helper is a n
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -63,6 +64,18 @@ def shutdown(clean: bool = True) -> None:
         if clean and world_size() > 1:
             dist.barrier()
         dist.destroy_process_group()
+
+
+@contextmanager
+def leaving_when_done() -> Iterator[None]:
+    """Run the block, then leave the process group: cleanly after success, at once after an
+    error."""
+    try:
+        yield
+    except BaseException:
+        shutdown(clean=False)
+        raise
+    shutdown()
 
 
 def average_gradients(params: Iterable[nn.Parameter]) -> None:
