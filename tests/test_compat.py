@@ -93,3 +93,9 @@ def test_the_seed_command_runs_end_to_end(tmp_path, capsys):
     assert code == 0, captured.err
     assert "reference code's command line" in captured.err and "--gpu" in captured.err
     assert (out / "student.safetensors").is_file() and (out / "summary.json").is_file()
+
+
+def test_a_bad_reference_command_line_gets_one_error_line(capsys):
+    assert main(["distill", "--g-steps", "--cmi"]) == 2  # --cmi is a reference flag
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("rgal: error:"), lines

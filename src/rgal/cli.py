@@ -339,11 +339,13 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["distill"]
     parser = build_parser()
     try:
+        notes = None
         if argv[0] == "distill" and compat.uses_reference_flags(argv[1:]):
             argv, notes = compat.translate(argv[1:])
+        args = parser.parse_args(argv)
+        if notes is not None:  # after parsing: a bad command line gets its one error line only
             print("rgal: note: read as the reference code's command line (its defaults for "
                   "what it leaves out)" + "".join(f"; {n}" for n in notes), file=sys.stderr)
-        args = parser.parse_args(argv)
         if args.command is None:
             raise UsageError("choose a command: " + ", ".join(COMMANDS))
         return COMMANDS[args.command](args)
