@@ -124,4 +124,44 @@ def test_g60_config_is_the_bench_run_it_names():
     assert shipped == ran
     demo = distill_config(load_yaml(root / "configs" / "fmnist_demo.yaml"))
     differ = {k for k, v in demo.to_dict().items() if shipped.to_dict()[k] != v}
-    assert differ == {"g_steps", "lr_g", "seed", "out", "progress"}
+    assert differ == {"g_steps", "synthesis_batch_size", "seed", "out", "progress"}
+
+
+def test_demo_config_is_the_bench_run_it_was_chosen_as():
+    """The embedded default is what `rgal bench --set epochs=35 --methods
+    'rgal:g_steps=30;synthesis_batch_size=64'` trains (research.md section 26)."""
+    from pathlib import Path
+
+    from rgal.train import bench
+
+    root = Path(__file__).resolve().parent.parent
+    tuned = bench.load_tuned(bench.tuned_path("fashion-mnist", "smallcnn", "tinycnn"))
+    entry = "rgal:g_steps=30;synthesis_batch_size=64"
+    (_, _, ran), = bench.plan_runs([entry], [0], Path("b"),
+                                   [dict(bench.DEFAULT_BUDGET), {"epochs": 35}],
+                                   tuned=tuned["methods"])
+    demo = distill_config(load_yaml(root / "configs" / "fmnist_demo.yaml"),
+                          {"out": ran.out, "progress": False})
+    assert demo == ran
+
+
+def test_bench_keeps_its_shared_synthesis_setting_below_each_methods_own():
+    """The suites run 15 generator steps on 128 images at lr_g 0.001 whatever the embedded
+    default, while a method's own defaults and tuned settings still win over that."""
+    from pathlib import Path
+
+    from rgal.train import bench
+
+    assert (distill_config({}).g_steps, distill_config({}).synthesis_batch_size) == (30, 64)
+    tuned = {"rgal": {"lr_g": 0.003}}
+    runs = {e: cfg for e, _, cfg in bench.plan_runs(
+        ["rgal", "dfad", "fast", "nayer", "rgal:g_steps=30"], [0], Path("b"),
+        [dict(bench.DEFAULT_BUDGET)], tuned=tuned)}
+    assert (runs["rgal"].g_steps, runs["rgal"].synthesis_batch_size,
+            runs["rgal"].lr_g) == (15, 128, 0.003)
+    assert (runs["dfad"].lr_g, runs["dfad"].synthesis_batch_size) == (1e-3, 128)
+    assert runs["fast"].g_steps == 5 and runs["fast"].lr_g == 3e-3  # Fast's own defaults
+    assert runs["nayer"].lr_g == 4e-3
+    assert runs["rgal:g_steps=30"].g_steps == 30  # an entry's own keys win
+    for method in ("cmi", "cmi+rgal", "dfq", "zskt", "dfad"):  # their authors' rate, not the demo's
+        assert distill_config({"method": method}).lr_g == 1e-3, method

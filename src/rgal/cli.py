@@ -176,7 +176,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.data_root:
         shared["data_root"] = args.data_root
     layers = [shared, parse_set(args.set)]
-    setting = distill_config(*layers, lenient=True)
+    setting = distill_config(*layers, lenient=True, under=bench.SUITE_SHARED)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     if args.search:
         if setting.holdout <= 0:

@@ -65,16 +65,16 @@ class DistillConfig:
                                  "defaults apply under your settings)")
     # schedule
     epochs: int = option(35, "synthesis + student phases", lo=1, hi=100_000)
-    g_steps: int = option(15, "generator steps per synthesis phase", lo=1, hi=1_000_000)
+    g_steps: int = option(30, "generator steps per synthesis phase", lo=1, hi=1_000_000)
     kd_steps: int = option(50, "student steps per epoch", lo=1, hi=1_000_000)
     batch_size: int = option(128, "pool images per student step (x2 views with pair sampling)",
                              lo=1, hi=65_536)
-    synthesis_batch_size: int = option(128, "images per synthesis phase", lo=2, hi=65_536)
+    synthesis_batch_size: int = option(64, "images per synthesis phase", lo=2, hi=65_536)
     # optimisation
     lr: float = option(0.1, "student SGD learning rate", lo=0, lo_open=True)
     momentum: float = option(0.9, "student SGD momentum", lo=0, hi=1)
     weight_decay: float = option(1e-4, "student weight decay", lo=0)
-    lr_g: float = option(1e-3, "generator / latent Adam learning rate", lo=0, lo_open=True)
+    lr_g: float = option(3e-3, "generator / latent Adam learning rate", lo=0, lo_open=True)
     student_optimizer: str = option("sgd", "the student's optimiser: sgd (with momentum) or "
                                            "adam", choices=("sgd", "adam"))
     clip_grad: float = option(0.0, "clip the student's gradient norm (0: no clipping)", lo=0)

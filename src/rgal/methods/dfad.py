@@ -18,9 +18,10 @@ class DFAD(OnlineMethod):
     train mode in the generator step, student SGD 0.01 (the MNIST recipe)."""
 
     sections = (OnlineSettings,)
-    defaults = {"w_bn": 0.0, "w_oh": 0.0, "w_adv": 1.0, "lr": 0.01, "student_steps_per_g": 5,
-                "adv_student_mode": "train", "g_beta1": 0.9, "generator_output": "tanh_bn",
-                "generator_bias": True, "generator_init": "pytorch"}
+    defaults = {"w_bn": 0.0, "w_oh": 0.0, "w_adv": 1.0, "lr": 0.01, "lr_g": 1e-3,
+                "student_steps_per_g": 5, "adv_student_mode": "train", "g_beta1": 0.9,
+                "generator_output": "tanh_bn", "generator_bias": True,
+                "generator_init": "pytorch"}
     search = ({}, {"lr_g": 3e-4}, {"lr_g": 3e-3}, {"lr": 0.03}, {"lr": 3e-3},
               {"student_steps_per_g": 1})
     summary = "Fang et al., arXiv 2019"

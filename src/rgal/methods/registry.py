@@ -83,8 +83,12 @@ def _section_owner(key: str) -> list[str]:
     return [name for name, cls in _SECTIONS.items() if key in key_names(cls)]
 
 
-def distill_config(*layers: dict[str, Any], lenient: bool = False) -> DistillConfig:
-    """A DistillConfig from defaults <- the method's own defaults <- each layer in turn.
+def distill_config(*layers: dict[str, Any], lenient: bool = False,
+                   under: dict[str, Any] | None = None) -> DistillConfig:
+    """A DistillConfig from defaults <- `under` <- the method's own defaults <- each layer.
+
+    `under` replaces some shared defaults below the method's own (a bench's fixed setting:
+    a method that has its own value of a key keeps it).
 
     Keys are shared keys or keys of the method's sections (flat, `w_cr: 0.5`, or nested,
     `cmi: {w_cr: 0.5}`). A key of another method's section is refused, naming its methods;
@@ -126,7 +130,7 @@ def distill_config(*layers: dict[str, Any], lenient: bool = False) -> DistillCon
                               f"not to {method!r}")
         raise ConfigError(f"unknown config key {key!r}")
 
-    for layer in (cls.defaults, *layers):
+    for layer in (under or {}, cls.defaults, *layers):
         for k, v in layer.items():
             put(k, v)
     sections = {name: sec(**section_values[name]) for name, (sec, _) in own.items()}

@@ -39,7 +39,7 @@ class ZSKT(OnlineMethod):
     """
 
     sections = (OnlineSettings, ZSKTSettings)
-    defaults = {"w_bn": 0.0, "w_oh": 0.0, "w_adv": 1.0, "tau": 1.0, "lr": 2e-3,
+    defaults = {"w_bn": 0.0, "w_oh": 0.0, "w_adv": 1.0, "tau": 1.0, "lr": 2e-3, "lr_g": 1e-3,
                 "student_optimizer": "adam", "weight_decay": 0.0, "clip_grad": 5.0,
                 "student_steps_per_g": 10, "student_batch": "after", "adv_student_mode": "train",
                 "g_beta1": 0.9, "g_clip": 5.0, "generator_output": "bn", "generator_bias": True,

@@ -39,6 +39,10 @@ def default_suite() -> tuple[str, ...]:
 # The default budget: the whole suite with 2 seeds in about an hour on a 2-core CPU.
 # Generator steps stay each method's own (Fast's few inner steps are its point).
 DEFAULT_BUDGET: dict[str, Any] = {"epochs": 8, "kd_steps": 50}
+# The suites' shared synthesis setting, in place of the demo's defaults (30 generator steps on
+# 64 images, lr_g 0.003, chosen later: benchmarks/research.md section 26) and below each
+# method's own defaults and tuned settings, so that every table stays reproducible.
+SUITE_SHARED: dict[str, Any] = {"g_steps": 15, "synthesis_batch_size": 128, "lr_g": 1e-3}
 DIVERSITY_KEYS = ("div_intra", "div_nearest_other", "div_entropy", "div_margin")
 RESULTS = ("results.csv", "results.md", "accuracy_vs_epoch.png", "accuracy_vs_time.png",
            "samples.png", "search.md")
@@ -145,8 +149,9 @@ def plan_runs(entries: list[str], seeds: list[int], out: Path,
               ) -> list[tuple[str, int, DistillConfig]]:
     """Validated configs of every (entry, seed) run, before any of them starts.
 
-    Order of precedence: defaults < the method's own defaults < its `tuned` settings < each
-    of `layers` (the bench's shared settings) < the entry's own overrides < seed and folder.
+    Order of precedence: defaults < `SUITE_SHARED` < the method's own defaults < its `tuned`
+    settings < each of `layers` (the bench's shared settings) < the entry's own overrides <
+    seed and folder.
     """
     if len(set(entries)) != len(entries):
         raise ConfigError("bench entries must be distinct")
@@ -159,7 +164,8 @@ def plan_runs(entries: list[str], seeds: list[int], out: Path,
             run_dir = entry_folder(out, entry) / f"seed{seed}"
             own = {"seed": seed, "out": str(run_dir), "progress": False}
             distill_config(overrides, own)  # an entry's own keys must all mean something
-            cfg = distill_config(base, *layers, overrides, own, lenient=True)
+            cfg = distill_config(base, *layers, overrides, own, lenient=True,
+                                 under=SUITE_SHARED)
             runs.append((entry, seed, cfg))
     return runs
 
