@@ -58,6 +58,7 @@ from rgal.models import create_model  # noqa: E402
 from rgal.models.build import resolve_weights_path  # noqa: E402
 from rgal.models.features import FeatureExtractor, freeze  # noqa: E402
 from rgal.models.weights import load_weights  # noqa: E402
+from rgal.train.bench import SUITE_SHARED  # noqa: E402
 from rgal.train.distill import DistillSetup, run_distillation, run_folder  # noqa: E402
 from rgal.train.student import StudentPhase  # noqa: E402
 from rgal.utils import resolve_device, seed_everything  # noqa: E402
@@ -228,10 +229,10 @@ def cifar_setting(tiny: bool, device: str) -> Setting:
 
 def fmnist_setting(tiny: bool, device: str) -> Setting:
     """The Fashion-MNIST default: shipped smallcnn teacher, tinycnn student, real test split."""
-    over = {"device": device, "progress": False, "g_steps": 15, "synthesis_batch_size": 128}
+    over = {"device": device, "progress": False}
     if tiny:
         over.update(synthesis_batch_size=16, batch_size=8)
-    cfg = distill_config(over)
+    cfg = distill_config(over, under=SUITE_SHARED)
     info = dataset_info(cfg.dataset)
     teacher = create_model(cfg.teacher, info.num_classes, info.channels)
     load_weights(teacher, resolve_weights_path(cfg.teacher_weights, cfg.dataset, cfg.teacher))

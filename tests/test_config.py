@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -107,22 +109,29 @@ def test_shipped_configs_are_valid():
     assert demo == distill_config({})  # the YAML documents exactly the embedded default
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench_run_at_35(entry: str, seed: int) -> DistillConfig:
+    """The config `rgal bench --set epochs=35 --methods ENTRY` trains for `seed` on the
+    Fashion-MNIST suite (the bench's defaults, the packaged tuned settings, the entry)."""
+    from rgal.train import bench
+
+    tuned = bench.load_tuned(bench.tuned_path("fashion-mnist", "smallcnn", "tinycnn"))
+    (_, _, ran), = bench.plan_runs([entry], [seed], Path("b"),
+                                   [dict(bench.DEFAULT_BUDGET), {"epochs": 35}],
+                                   tuned=tuned["methods"])
+    return ran
+
+
 def test_g60_config_is_the_bench_run_it_names():
     """configs/fmnist_g60.yaml trains exactly what `rgal bench --set epochs=35 --methods
     'rgal:g_steps=60'` trains (the bench's defaults, rgal's tuned settings, the entry)."""
-    from pathlib import Path
-
-    from rgal.train import bench
-
-    root = Path(__file__).resolve().parent.parent
-    tuned = bench.load_tuned(bench.tuned_path("fashion-mnist", "smallcnn", "tinycnn"))
-    (_, _, ran), = bench.plan_runs(["rgal:g_steps=60"], [3], Path("b"),
-                                   [dict(bench.DEFAULT_BUDGET), {"epochs": 35}],
-                                   tuned=tuned["methods"])
-    shipped = distill_config(load_yaml(root / "configs" / "fmnist_g60.yaml"),
+    ran = _bench_run_at_35("rgal:g_steps=60", 3)
+    shipped = distill_config(load_yaml(ROOT / "configs" / "fmnist_g60.yaml"),
                              {"seed": 3, "out": ran.out, "progress": False})
     assert shipped == ran
-    demo = distill_config(load_yaml(root / "configs" / "fmnist_demo.yaml"))
+    demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"))
     differ = {k for k, v in demo.to_dict().items() if shipped.to_dict()[k] != v}
     assert differ == {"g_steps", "synthesis_batch_size", "seed", "out", "progress"}
 
@@ -130,17 +139,8 @@ def test_g60_config_is_the_bench_run_it_names():
 def test_demo_config_is_the_bench_run_it_was_chosen_as():
     """The embedded default is what `rgal bench --set epochs=35 --methods
     'rgal:g_steps=30;synthesis_batch_size=64'` trains (research.md section 26)."""
-    from pathlib import Path
-
-    from rgal.train import bench
-
-    root = Path(__file__).resolve().parent.parent
-    tuned = bench.load_tuned(bench.tuned_path("fashion-mnist", "smallcnn", "tinycnn"))
-    entry = "rgal:g_steps=30;synthesis_batch_size=64"
-    (_, _, ran), = bench.plan_runs([entry], [0], Path("b"),
-                                   [dict(bench.DEFAULT_BUDGET), {"epochs": 35}],
-                                   tuned=tuned["methods"])
-    demo = distill_config(load_yaml(root / "configs" / "fmnist_demo.yaml"),
+    ran = _bench_run_at_35("rgal:g_steps=30;synthesis_batch_size=64", 0)
+    demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"),
                           {"out": ran.out, "progress": False})
     assert demo == ran
 
@@ -148,8 +148,6 @@ def test_demo_config_is_the_bench_run_it_was_chosen_as():
 def test_bench_keeps_its_shared_synthesis_setting_below_each_methods_own():
     """The suites run 15 generator steps on 128 images at lr_g 0.001 whatever the embedded
     default, while a method's own defaults and tuned settings still win over that."""
-    from pathlib import Path
-
     from rgal.train import bench
 
     assert (distill_config({}).g_steps, distill_config({}).synthesis_batch_size) == (30, 64)
