@@ -133,30 +133,39 @@ def test_g60_config_is_the_bench_run_it_names():
     assert shipped == ran
     demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"))
     differ = {k for k, v in demo.to_dict().items() if shipped.to_dict()[k] != v}
-    assert differ == {"g_steps", "synthesis_batch_size", "seed", "out", "progress"}
+    assert differ == {"synthesis_batch_size", "rgal", "seed", "out", "progress"}
+    rgal = {k for k, v in demo.to_dict()["rgal"].items() if shipped.to_dict()["rgal"][k] != v}
+    assert rgal == {"pair_sampling"}
 
 
 def test_demo_config_is_the_bench_run_it_was_chosen_as():
     """The embedded default is what `rgal bench --set epochs=35 --methods
-    'rgal:g_steps=30;synthesis_batch_size=64'` trains (research.md section 26)."""
-    ran = _bench_run_at_35("rgal:g_steps=30;synthesis_batch_size=64", 0)
+    'rgal:g_steps=60;synthesis_batch_size=64;pair_sampling=single'` trains (research.md
+    section 27)."""
+    ran = _bench_run_at_35("rgal:g_steps=60;synthesis_batch_size=64;pair_sampling=single", 0)
     demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"),
                           {"out": ran.out, "progress": False})
     assert demo == ran
 
 
 def test_bench_keeps_its_shared_synthesis_setting_below_each_methods_own():
-    """The suites run 15 generator steps on 128 images at lr_g 0.001 whatever the embedded
-    default, while a method's own defaults and tuned settings still win over that."""
+    """The suites run 15 generator steps on 128 images at lr_g 0.001, with two views per pool
+    image, whatever the embedded default, while a method's own defaults and tuned settings
+    still win over that."""
     from rgal.train import bench
 
-    assert (distill_config({}).g_steps, distill_config({}).synthesis_batch_size) == (30, 64)
+    default = distill_config({})
+    assert (default.g_steps, default.synthesis_batch_size, default.rgal.pair_sampling) == (
+        60, 64, "single")
     tuned = {"rgal": {"lr_g": 0.003}}
     runs = {e: cfg for e, _, cfg in bench.plan_runs(
-        ["rgal", "dfad", "fast", "nayer", "rgal:g_steps=30"], [0], Path("b"),
-        [dict(bench.DEFAULT_BUDGET)], tuned=tuned)}
+        ["rgal", "dfad", "fast", "nayer", "nayer+rgal", "cmi+rgal", "rgal:g_steps=30",
+         "rgal-single-views"], [0], Path("b"), [dict(bench.DEFAULT_BUDGET)], tuned=tuned)}
     assert (runs["rgal"].g_steps, runs["rgal"].synthesis_batch_size,
             runs["rgal"].lr_g) == (15, 128, 0.003)
+    for entry in ("rgal", "nayer+rgal", "cmi+rgal", "rgal:g_steps=30"):
+        assert runs[entry].rgal.pair_sampling == "true", entry
+    assert runs["rgal-single-views"].rgal.pair_sampling == "single"  # the ablation's own key
     assert (runs["dfad"].lr_g, runs["dfad"].synthesis_batch_size) == (1e-3, 128)
     assert runs["fast"].g_steps == 5 and runs["fast"].lr_g == 3e-3  # Fast's own defaults
     assert runs["nayer"].lr_g == 4e-3

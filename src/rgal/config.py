@@ -65,9 +65,9 @@ class DistillConfig:
                                  "defaults apply under your settings)")
     # schedule
     epochs: int = option(35, "synthesis + student phases", lo=1, hi=100_000)
-    g_steps: int = option(30, "generator steps per synthesis phase", lo=1, hi=1_000_000)
+    g_steps: int = option(60, "generator steps per synthesis phase", lo=1, hi=1_000_000)
     kd_steps: int = option(50, "student steps per epoch", lo=1, hi=1_000_000)
-    batch_size: int = option(128, "pool images per student step (x2 views with pair sampling)",
+    batch_size: int = option(128, "pool images per student step (x2 views with pair_sampling: true)",
                              lo=1, hi=65_536)
     synthesis_batch_size: int = option(64, "images per synthesis phase", lo=2, hi=65_536)
     # optimisation

@@ -69,10 +69,11 @@ class RGALSettings:
     stu_sampler: str = option("distance", "negative sampler in the student phase",
                               choices=SAMPLER_CHOICES)
     margin: float = option(0.2, "triplet margin", lo=0)
-    pair_sampling: str = option("true", "true: every pool image twice, as two augmentations "
-                                        "(B images, 2B views); false: 2B distinct images, one "
-                                        "view each; single: B images, one view each (the "
-                                        "reference code without --pair_sample)",
+    pair_sampling: str = option("single", "true: every pool image twice, as two augmentations "
+                                          "(B images, 2B views; the paper's CIFAR recipe); "
+                                          "false: 2B distinct images, one view each; single: B "
+                                          "images, one view each (the reference code without "
+                                          "--pair_sample; the demo's default, half the cost)",
                                 choices=("true", "false", "single"))
 
 
