@@ -8,10 +8,10 @@ Usage (from the repository root, with `rgal` importable):
 
 Settings measured: CIFAR wrn40_2 -> wrn16_1 (configs/cifar10_wrn40_2_wrn16_1.yaml, random
 weights: speed does not depend on them) and the Fashion-MNIST default (DistillConfig defaults,
-the shipped teacher, with the suites' 15 generator steps on 128 images that throughput.md
-was measured with; the demo now runs 30 on 64, the same cost per phase). Steps are the
-library's own: `RGALSynthesizer.synthesize` and `StudentPhase.step`; the epoch split comes
-from `run_distillation` on a short run.
+the shipped teacher) under the suites' setting (`SUITE_SHARED`: 15 generator steps on 128
+images, two views per pool image), which throughput.md was measured with; the demo itself now
+runs other values. Steps are the library's own: `RGALSynthesizer.synthesize` and
+`StudentPhase.step`; the epoch split comes from `run_distillation` on a short run.
 
 FLOP counting rule: only Conv2d and Linear layers of teacher, student and generator are
 counted (batch norm, activations, pooling, augmentation and losses are not), biases ignored.

@@ -166,6 +166,8 @@ def test_bench_keeps_its_shared_synthesis_setting_below_each_methods_own():
     for entry in ("rgal", "nayer+rgal", "cmi+rgal", "rgal:g_steps=30"):
         assert runs[entry].rgal.pair_sampling == "true", entry
     assert runs["rgal-single-views"].rgal.pair_sampling == "single"  # the ablation's own key
+    # the suites' setting applies where it means something, lenient or not
+    assert distill_config({"method": "dfad"}, under=bench.SUITE_SHARED).g_steps == 15
     assert (runs["dfad"].lr_g, runs["dfad"].synthesis_batch_size) == (1e-3, 128)
     assert runs["fast"].g_steps == 5 and runs["fast"].lr_g == 3e-3  # Fast's own defaults
     assert runs["nayer"].lr_g == 4e-3

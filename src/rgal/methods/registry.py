@@ -87,8 +87,9 @@ def distill_config(*layers: dict[str, Any], lenient: bool = False,
                    under: dict[str, Any] | None = None) -> DistillConfig:
     """A DistillConfig from defaults <- `under` <- the method's own defaults <- each layer.
 
-    `under` replaces some shared defaults below the method's own (a bench's fixed setting:
-    a method that has its own value of a key keeps it).
+    `under` replaces some defaults below the method's own (a bench's fixed setting: a method
+    that has its own value of a key keeps it; a section key applies only to the methods that
+    have that section, whatever `lenient`).
 
     Keys are shared keys or keys of the method's sections (flat, `w_cr: 0.5`, or nested,
     `cmi: {w_cr: 0.5}`). A key of another method's section is refused, naming its methods;
@@ -103,7 +104,7 @@ def distill_config(*layers: dict[str, Any], lenient: bool = False,
     shared_values: dict[str, Any] = {}
     section_values: dict[str, dict[str, Any]] = {name: {} for name in own}
 
-    def put(key: str, value: Any) -> None:
+    def put(key: str, value: Any, lenient: bool = lenient) -> None:
         key = canonical_key(key)
         if key == "sections":
             raise ConfigError("unknown config key 'sections'")
@@ -130,7 +131,9 @@ def distill_config(*layers: dict[str, Any], lenient: bool = False,
                               f"not to {method!r}")
         raise ConfigError(f"unknown config key {key!r}")
 
-    for layer in (under or {}, cls.defaults, *layers):
+    for k, v in (under or {}).items():
+        put(k, v, lenient=True)
+    for layer in (cls.defaults, *layers):
         for k, v in layer.items():
             put(k, v)
     sections = {name: sec(**section_values[name]) for name, (sec, _) in own.items()}
