@@ -133,16 +133,17 @@ def test_g60_config_is_the_bench_run_it_names():
     assert shipped == ran
     demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"))
     differ = {k for k, v in demo.to_dict().items() if shipped.to_dict()[k] != v}
-    assert differ == {"synthesis_batch_size", "rgal", "seed", "out", "progress"}
+    assert differ == {"synthesis_batch_size", "mix", "rgal", "seed", "out", "progress"}
     rgal = {k for k, v in demo.to_dict()["rgal"].items() if shipped.to_dict()["rgal"][k] != v}
     assert rgal == {"pair_sampling"}
 
 
 def test_demo_config_is_the_bench_run_it_was_chosen_as():
     """The embedded default is what `rgal bench --set epochs=35 --methods
-    'rgal:g_steps=60;synthesis_batch_size=64;pair_sampling=single'` trains (research.md
-    section 27)."""
-    ran = _bench_run_at_35("rgal:g_steps=60;synthesis_batch_size=64;pair_sampling=single", 0)
+    'rgal:g_steps=60;synthesis_batch_size=64;pair_sampling=single;mix=cutmix'` trains
+    (research.md sections 27 and 32)."""
+    ran = _bench_run_at_35(
+        "rgal:g_steps=60;synthesis_batch_size=64;pair_sampling=single;mix=cutmix", 0)
     demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"),
                           {"out": ran.out, "progress": False})
     assert demo == ran
@@ -155,8 +156,8 @@ def test_bench_keeps_its_shared_synthesis_setting_below_each_methods_own():
     from rgal.train import bench
 
     default = distill_config({})
-    assert (default.g_steps, default.synthesis_batch_size, default.rgal.pair_sampling) == (
-        60, 64, "single")
+    assert (default.g_steps, default.synthesis_batch_size, default.rgal.pair_sampling,
+            default.mix) == (60, 64, "single", "cutmix")
     tuned = {"rgal": {"lr_g": 0.003}}
     runs = {e: cfg for e, _, cfg in bench.plan_runs(
         ["rgal", "dfad", "fast", "nayer", "nayer+rgal", "cmi+rgal", "rgal:g_steps=30",
@@ -165,6 +166,7 @@ def test_bench_keeps_its_shared_synthesis_setting_below_each_methods_own():
             runs["rgal"].lr_g) == (15, 128, 0.003)
     for entry in ("rgal", "nayer+rgal", "cmi+rgal", "rgal:g_steps=30"):
         assert runs[entry].rgal.pair_sampling == "true", entry
+    assert all(cfg.mix == "none" for cfg in runs.values())  # no suite entry mixes
     assert runs["rgal-single-views"].rgal.pair_sampling == "single"  # the ablation's own key
     # the suites' setting applies where it means something, lenient or not
     assert distill_config({"method": "dfad"}, under=bench.SUITE_SHARED).g_steps == 15
@@ -174,3 +176,18 @@ def test_bench_keeps_its_shared_synthesis_setting_below_each_methods_own():
     assert runs["rgal:g_steps=30"].g_steps == 30  # an entry's own keys win
     for method in ("cmi", "cmi+rgal", "dfq", "zskt", "dfad"):  # their authors' rate, not the demo's
         assert distill_config({"method": method}).lr_g == 1e-3, method
+
+
+def test_only_rgal_mixes_pool_images_by_default():
+    """CutMix is the demo's choice for rgal (research.md section 32); every other method keeps
+    its paper's unmixed student batches unless the user asks, and the paper's rgal configs
+    say none."""
+    from rgal.methods import list_methods
+
+    for method in list_methods():
+        want = "cutmix" if method == "rgal" else "none"
+        assert distill_config({"method": method}).mix == want, method
+    assert distill_config({"method": "cmi", "mix": "cutmix"}).mix == "cutmix"  # the user wins
+    for name in ("cifar10_wrn40_2_wrn16_1", "cifar100_wrn40_2_wrn16_2", "cifar10_resnet34_resnet18",
+                 "cifar100_resnet34_resnet18", "imagenet_resnet50_resnet18", "fmnist_g60"):
+        assert distill_config(load_yaml(ROOT / "configs" / f"{name}.yaml")).mix == "none", name

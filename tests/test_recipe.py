@@ -163,7 +163,7 @@ def test_a_run_written_before_an_option_existed_resumes_as_what_it_ran():
     assert legacy == {"w_bn_first": 1.0, "mix": "none", "mix_alpha": 1.0, "boundary": 0.0,
                       "hard_classes": 0.0, "student_crop": 0.0, "generator_life": 0,
                       "reset_part": "all", "pool_window": 0, "real_subset": 0}
-    current = distill_config({"method": "rgal"}).to_dict()
+    current = distill_config({"method": "rgal", "mix": "none"}).to_dict()
     saved = {k: v for k, v in current.items() if k not in legacy}
     assert config_differences(saved, current) == ["boundary", "generator_life", "hard_classes",
                                                   "mix", "mix_alpha", "pool_window",
@@ -176,3 +176,6 @@ def test_a_run_written_before_an_option_existed_resumes_as_what_it_ran():
     assert config_differences(saved, changed, legacy) == ["mix"]
     with pytest.raises(CheckpointError, match="mix"):
         check_resumable(saved, changed, False, Path("run"), legacy)
+    # today's default for rgal mixes (research.md section 32): an old run is not taken for one
+    today = distill_config({"method": "rgal"}).to_dict()
+    assert config_differences(saved, today, legacy) == ["mix"]

@@ -118,11 +118,12 @@ class DistillConfig:
     nz: int = option(256, "generator latent size", lo=1, hi=65_536)
     ngf: int = option(32, "generator width", lo=1, hi=4096)
     tau: float = option(20.0, "KD temperature", lo=0, lo_open=True)
-    mix: str = option("none", "mix each student batch's source images in random pairs before "
-                              "the views are made: mixup (a blend) or cutmix (a pasted box); "
-                              "the image keeps the larger share and its label, the teacher "
-                              "sees the mixed image", choices=("none", "mixup", "cutmix"),
-                     legacy="none")
+    mix: str = option("cutmix", "mix each student batch's source images in random pairs "
+                                "before the views are made: mixup (a blend) or cutmix (a pasted "
+                                "box); the image keeps the larger share and its label, the "
+                                "teacher sees the mixed image (every method but rgal defaults "
+                                "to none, as its paper runs it)",
+                     choices=("none", "mixup", "cutmix"), legacy="none")
     student_crop: float = option(0.0, "the student's views: a random resized crop keeping "
                                       "this share of the image's area or more (aspect 3/4 to "
                                       "4/3, resized back) instead of the padded crop; the "

@@ -493,5 +493,6 @@ class RealDataMethod(Method):
     """The student trains on the real training set (a reference, not a data-free method)."""
 
     source = "real"
+    defaults = {"mix": "none"}  # KD on real images as the field runs it, without CutMix
     images = "the real training set"
     generator_doc = "none"

@@ -111,7 +111,7 @@ class CMI(InversionMethod):
 
     sections = (CMISettings,)
     fold_teacher = False  # its contrastive feature reads every BatchNorm's input
-    defaults = {"reset_generator": True, "w_adv": 0.5, "lr_g": 1e-3}
+    defaults = {"reset_generator": True, "w_adv": 0.5, "lr_g": 1e-3, "mix": "none"}
     search = ({}, {"reset_generator": False}, {"lr_g": 3e-3},
               {"reset_generator": False, "lr_g": 3e-3}, {"w_cr": 0.4}, {"w_adv": 1.0})
     summary = "Fang et al., IJCAI 2021"

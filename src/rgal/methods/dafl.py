@@ -41,7 +41,8 @@ class DAFL(OnlineMethod):
     defaults = {"w_bn": 0.0, "w_adv": 0.0, "w_oh": 1.0, "tau": 1.0, "lr_g": 0.2, "lr": 2e-3,
                 "student_optimizer": "adam", "weight_decay": 0.0, "student_steps_per_g": 1,
                 "student_batch": "same", "g_beta1": 0.9, "generator_output": "tanh_bn",
-                "generator_bias": True, "generator_bn_eps": 0.8, "generator_init": "pytorch"}
+                "generator_bias": True, "generator_bn_eps": 0.8, "generator_init": "pytorch",
+                "mix": "none"}
     search = ({}, {"lr_g": 0.02}, {"lr_g": 2e-3}, {"lr": 1e-3}, {"lr": 5e-3}, {"w_ie": 20.0})
     summary = "Chen et al., ICCV 2019"
     images = "a persistent generator; the student learns from each generator step's images"

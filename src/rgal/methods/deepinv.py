@@ -104,7 +104,8 @@ class DeepInversion(InversionMethod):
     """
 
     sections = (DeepInvSettings,)
-    defaults = {"w_bn": 10.0, "w_adv": 1.0, "lr_g": 0.1, "reset_generator": True}
+    defaults = {"w_bn": 10.0, "w_adv": 1.0, "lr_g": 0.1, "reset_generator": True,
+                "mix": "none"}
     search = ({}, {"lr_g": 0.05}, {"lr_g": 0.25}, {"w_adv": 0.0}, {"w_bn": 3.0}, {"w_tv": 1e-2})
     summary = "Yin et al., CVPR 2020"
     images = "pool; the pixels themselves"

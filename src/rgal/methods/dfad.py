@@ -21,7 +21,7 @@ class DFAD(OnlineMethod):
     defaults = {"w_bn": 0.0, "w_oh": 0.0, "w_adv": 1.0, "lr": 0.01, "lr_g": 1e-3,
                 "student_steps_per_g": 5, "adv_student_mode": "train", "g_beta1": 0.9,
                 "generator_output": "tanh_bn", "generator_bias": True,
-                "generator_init": "pytorch"}
+                "generator_init": "pytorch", "mix": "none"}
     search = ({}, {"lr_g": 3e-4}, {"lr_g": 3e-3}, {"lr": 0.03}, {"lr": 3e-3},
               {"student_steps_per_g": 1})
     summary = "Fang et al., arXiv 2019"

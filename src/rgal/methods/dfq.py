@@ -38,7 +38,7 @@ class DFQ(OnlineMethod):
     sections = (OnlineSettings, DFQSettings)
     defaults = {"w_bn": 1.0, "w_oh": 1.0, "w_adv": 1.0, "tau": 1.0, "student_steps_per_g": 10,
                 "lr_g": 1e-3, "generator_wide": True, "sample_mode": "eval",
-                "generator_init": "pytorch"}
+                "generator_init": "pytorch", "mix": "none"}
     search = ({}, {"lr_g": 3e-4}, {"lr_g": 3e-3}, {"w_bn": 0.3}, {"w_bn": 3.0}, {"w_balance": 5.0})
     summary = "Choi et al., CVPR-W 2020"
     images = "a persistent generator, fresh images every student step"

@@ -40,7 +40,7 @@ class Fast(InversionMethod):
 
     sections = (FastSettings,)
     defaults = {"g_steps": 5, "lr_g": 3e-3, "w_bn": 10.0, "w_adv": 1.1, "w_oh": 0.4,
-                "bn_momentum": 0.9}
+                "bn_momentum": 0.9, "mix": "none"}
     search = ({}, {"lr_g": 1e-3}, {"lr_g": 1e-2}, {"w_adv": 0.5}, {"lr_z": 0.05}, {"w_bn": 3.0})
     summary = "Fang et al., AAAI 2022"
     images = "pool; a meta generator, few inner steps, meta update"

@@ -146,7 +146,8 @@ class NAYER(InversionMethod):
     blended with a moving average over loops."""
 
     sections = (NAYERSettings,)
-    defaults = {"w_bn": 10.0, "w_oh": 0.5, "w_adv": 1.33, "lr_g": 4e-3, "bn_momentum": 0.9}
+    defaults = {"w_bn": 10.0, "w_oh": 0.5, "w_adv": 1.33, "lr_g": 4e-3, "bn_momentum": 0.9,
+                "mix": "none"}
     search = ({}, {"lr_g": 2e-3}, {"lr_g": 8e-3}, {"w_adv": 0.66}, {"g_life": 5}, {"w_bn": 3.0})
     summary = "Tran et al., CVPR 2024"
     images = "pool; a label-embedding generator, noisy layers redrawn every loop, 2 loops/epoch"

@@ -43,7 +43,7 @@ class ZSKT(OnlineMethod):
                 "student_optimizer": "adam", "weight_decay": 0.0, "clip_grad": 5.0,
                 "student_steps_per_g": 10, "student_batch": "after", "adv_student_mode": "train",
                 "g_beta1": 0.9, "g_clip": 5.0, "generator_output": "bn", "generator_bias": True,
-                "generator_init": "pytorch"}
+                "generator_init": "pytorch", "mix": "none"}
     search = ({}, {"lr_g": 3e-4}, {"lr_g": 3e-3}, {"lr": 1e-3}, {"lr": 5e-3}, {"w_at": 50.0})
     summary = "Micaelli & Storkey, NeurIPS 2019"
     images = "a persistent generator; one pseudo-batch per generator step and 10 student steps"

@@ -40,11 +40,12 @@ def default_suite() -> tuple[str, ...]:
 # Generator steps stay each method's own (Fast's few inner steps are its point).
 DEFAULT_BUDGET: dict[str, Any] = {"epochs": 8, "kd_steps": 50}
 # The suites' shared setting, in place of the demo's defaults (60 generator steps on 64 images,
-# lr_g 0.003, one view per pool image, chosen later: benchmarks/research.md sections 26 and
-# 27) and below each method's own defaults and tuned settings, so that every table stays
-# reproducible. `pair_sampling` applies to the methods with RGAL's section.
+# lr_g 0.003, one view per pool image, CutMix between pool images, chosen later:
+# benchmarks/research.md sections 26, 27 and 32) and below each method's own defaults and
+# tuned settings, so that every table stays reproducible. `pair_sampling` applies to the
+# methods with RGAL's section.
 SUITE_SHARED: dict[str, Any] = {"g_steps": 15, "synthesis_batch_size": 128, "lr_g": 1e-3,
-                                "pair_sampling": "true"}
+                                "pair_sampling": "true", "mix": "none"}
 DIVERSITY_KEYS = ("div_intra", "div_nearest_other", "div_entropy", "div_margin")
 RESULTS = ("results.csv", "results.md", "accuracy_vs_epoch.png", "accuracy_vs_time.png",
            "samples.png", "search.md")
