@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from rgal.config import DistillConfig, legacy_values
+from rgal.config import ConfigError, DistillConfig, legacy_values
 from rgal.data.augment import Augment, mix_images, random_crop, random_hflip
 from rgal.engine import check_resumable
 from rgal.engine.checkpoint import CheckpointError, config_differences
@@ -131,6 +131,32 @@ def test_student_crop_off_draws_the_same_views_as_before():
     assert torch.equal(augment(x, crop_scale=0.0), before)
 
 
+def test_student_padding_sets_the_shift_of_the_student_views_only():
+    augment = Augment((0.0,), (1.0,), padding=4, hflip=False)
+    method = SimpleNamespace(pair_sampling=False, augment_student=True)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    x = torch.ones(64, 1, 12, 12)
+
+    def views(padding):
+        torch.manual_seed(6)
+        phase = StudentPhase(method, None, None, augment, opt, batch_size=32, padding=padding)
+        return phase.batch(_Images(x))[0]
+
+    def widest_border(v):  # the largest shift in any view: zero rows at the top or bottom
+        rows = (v == 0).all(3).squeeze(1)  # (n, h) rows shifted in
+        return int(rows.sum(1).max())
+
+    assert torch.equal(views(0), x)  # no shift at all
+    assert widest_border(views(1)) == 1
+    assert widest_border(views(2)) == 2
+    assert widest_border(views(None)) == 4  # the augmentation's own padding, 4
+    torch.manual_seed(6)
+    assert torch.equal(augment(x), views(None))  # the synthesis views keep it
+    assert distill_config({"student_padding": 2}).student_padding == 2
+    with pytest.raises(ConfigError):
+        distill_config({"student_padding": -2})
+
+
 class _Backwards(nn.Module):
     """Registers `late` before `early` but runs `early` first."""
 
@@ -162,13 +188,14 @@ def test_a_run_written_before_an_option_existed_resumes_as_what_it_ran():
     legacy = legacy_values(DistillConfig)
     assert legacy == {"w_bn_first": 1.0, "mix": "none", "mix_alpha": 1.0, "boundary": 0.0,
                       "hard_classes": 0.0, "student_crop": 0.0, "generator_life": 0,
-                      "reset_part": "all", "pool_window": 0, "real_subset": 0}
+                      "reset_part": "all", "pool_window": 0, "real_subset": 0,
+                      "student_padding": -1}
     current = distill_config({"method": "rgal", "mix": "none"}).to_dict()
     saved = {k: v for k, v in current.items() if k not in legacy}
     assert config_differences(saved, current) == ["boundary", "generator_life", "hard_classes",
                                                   "mix", "mix_alpha", "pool_window",
                                                   "real_subset", "reset_part", "student_crop",
-                                                  "w_bn_first"]
+                                                  "student_padding", "w_bn_first"]
     assert config_differences(saved, current, legacy) == []
     assert check_resumable(saved, current, False, Path("run"), legacy) == []
     # an old run meant "no mixing", whatever today's default: asking for cutmix is a change

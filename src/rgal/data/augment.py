@@ -108,13 +108,14 @@ class Augment(nn.Module):
         self.hflip = hflip
         self.normalize = Normalize(mean, std)
 
-    def forward(self, x: torch.Tensor, augment: bool = True, crop_scale: float = 0.0
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, augment: bool = True, crop_scale: float = 0.0,
+                padding: int | None = None) -> torch.Tensor:
         """`crop_scale` > 0: a random resized crop keeping at least that share of the area
-        replaces the padded crop."""
+        replaces the padded crop; `padding` replaces this Augment's own for this call."""
         if augment:
+            pad = self.padding if padding is None else padding
             x = (random_resized_crop(x, (crop_scale, 1.0)) if crop_scale > 0
-                 else random_crop(x, self.padding))
+                 else random_crop(x, pad))
             if self.hflip:
                 x = random_hflip(x)
         return self.normalize(x)

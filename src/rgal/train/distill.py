@@ -105,7 +105,9 @@ class DistillJob(Job):
                                   batch_size=self.local_batch,
                                   precision=Precision(cfg.precision, device), clip=cfg.clip_grad,
                                   measure_every=cfg.grad_shares, mix=cfg.mix,
-                                  mix_alpha=cfg.mix_alpha, crop_scale=cfg.student_crop)
+                                  mix_alpha=cfg.mix_alpha, crop_scale=cfg.student_crop,
+                                  padding=(None if cfg.student_padding < 0
+                                           else cfg.student_padding))
         self.pool = ImagePool(info.channels, info.image_size, device)
         self.source = (self.pool if self.kind == "pool" else self.method
                        if self.kind == "online"

@@ -59,19 +59,21 @@ class StudentPhase:
     With pair sampling, B source images are each taken twice (two augmentations, 2B views);
     without it, 2B distinct images are taken once. With `mix` (mixup, cutmix) the source
     images are mixed in random pairs first, so both views of a pair show the same mixture.
-    With `crop_scale` > 0 each view is a random resized crop instead of a padded one.
+    With `crop_scale` > 0 each view is a random resized crop instead of a padded one;
+    `padding` (not None) replaces the augmentation's padding of the crop.
     """
 
     def __init__(self, method: Method, teacher: FeatureExtractor, student: FeatureExtractor,
                  augment: Augment, optimizer: torch.optim.Optimizer, *, batch_size: int,
                  precision: Precision | None = None, clip: float = 0.0,
                  measure_every: int = 0, mix: str = "none", mix_alpha: float = 1.0,
-                 crop_scale: float = 0.0) -> None:
+                 crop_scale: float = 0.0, padding: int | None = None) -> None:
         self.method, self.teacher, self.student = method, teacher, student
         self.measure_every, self.count = measure_every, 0
         self.augment, self.optimizer = augment, optimizer
         self.batch_size, self.clip = batch_size, clip
         self.mix, self.mix_alpha, self.crop_scale = mix, mix_alpha, crop_scale
+        self.padding = padding
         self.precision = precision or Precision("fp32")
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
 
@@ -83,7 +85,7 @@ class StudentPhase:
         if pairs and pairs != "single":
             x, y = torch.cat([x, x]), torch.cat([y, y])
         return self.augment(x, augment=self.method.augment_student,
-                            crop_scale=self.crop_scale), y
+                            crop_scale=self.crop_scale, padding=self.padding), y
 
     def step(self, source: ImageSource) -> dict[str, torch.Tensor]:
         """One optimisation step; returns the detached loss terms."""
