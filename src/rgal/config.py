@@ -131,7 +131,7 @@ class DistillConfig:
                                  lo=0, hi=1, legacy=0.0)
     student_padding: int = option(-1, "the student's views: the random crop's padding in "
                                       "pixels, a shift of up to that many (-1: the dataset's, "
-                                      "4 for Fashion-MNIST and CIFAR; 0: no shift); the "
+                                      "2 for (Fashion-)MNIST, 4 for CIFAR; 0: no shift); the "
                                       "synthesis views are unchanged", lo=-1, hi=1024,
                                   legacy=-1)
     mix_alpha: float = option(1.0, "the mixing share l ~ Beta(a, a), the image's own share "
