@@ -57,6 +57,32 @@ def test_tiny_distill_writes_every_output(tmp_path, fake_fmnist, teacher_file, c
     assert f"{summary['final_acc']:.2f}%" in capsys.readouterr().out
 
 
+def test_eval_every_measures_some_epochs_and_leaves_training_unchanged(tmp_path, fake_fmnist,
+                                                                       teacher_file):
+    extra = ("--epochs", "3", "--set", "diversity_samples=16", "--set", "grid_every=0")
+    assert _distill(tmp_path, fake_fmnist, teacher_file, *extra, out=tmp_path / "every") == 0
+    assert _distill(tmp_path, fake_fmnist, teacher_file, *extra, "--set", "eval_every=2",
+                    out=tmp_path / "sparse") == 0
+
+    def records(name):
+        return [json.loads(line) for line in
+                (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    every, sparse = records("every"), records("sparse")
+    assert all("test_acc" in r and "div_intra" in r for r in every)
+    # epoch 2 (a multiple of 2) and the last epoch are measured, epoch 1 is not
+    assert ["test_acc" in r for r in sparse] == [False, True, True]
+    assert ["div_intra" in r for r in sparse] == [False, True, True]
+    for a, b in zip(every, sparse, strict=True):  # measuring never shifts the training
+        for key in ("test_acc", "div_intra", "loss_kd", "loss_bn", "pool_size"):
+            if key in b:
+                assert a[key] == b[key], (key, a["epoch"])
+    s_every, s_sparse = (json.loads((tmp_path / n / "summary.json").read_text())
+                         for n in ("every", "sparse"))
+    assert s_sparse["final_acc"] == s_every["final_acc"]
+    assert (tmp_path / "sparse" / "accuracy.png").is_file()
+
+
 def test_existing_run_is_refused_then_overwritten(tmp_path, fake_fmnist, teacher_file, capsys):
     out = tmp_path / "run"
     out.mkdir()

@@ -153,6 +153,9 @@ class DistillConfig:
     fold_bn: bool = option(True, "fold the frozen teacher's BatchNorms into the convolutions "
                                  "before them (same results, less work)")
     eval_batch_size: int = option(1000, "test-set batch size", lo=1, hi=65_536)
+    eval_every: int = option(1, "evaluate the student (and measure diversity) every N epochs "
+                                "and at the last; the epochs between record no accuracy",
+                             lo=1, hi=100_000)
     test_per_class: int = option(0, "imagenet: evaluate on a balanced subset of N val images "
                                     "per class (0: all 50k, 7.5 GB in memory)", lo=0,
                                  hi=1_000_000)

@@ -16,7 +16,7 @@ FORMAT_VERSION = 2
 
 # Keys that may differ between a checkpoint and its resumption without changing the results.
 RESUME_FREE_KEYS = frozenset({"progress", "device", "download", "data_root", "eval_batch_size",
-                              "out", "tensorboard", "export"})
+                              "eval_every", "out", "tensorboard", "export"})
 # Keys that define the shapes of the saved state: never changeable on resume.
 STRUCTURAL_KEYS = frozenset({"dataset", "teacher", "teacher_weights", "student", "method", "nz",
                              "ngf", "model", "weights", "tasks", "wbits", "abits"})

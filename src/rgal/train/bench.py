@@ -284,7 +284,8 @@ def result_row(entry: str, seed: int, run_dir: Path) -> dict[str, Any]:
     # over the epochs that measured it
     for k in sorted({k for r in history for k in r if k.startswith("share_")}):
         row[k] = statistics.fmean(r[k] for r in history if k in r)
-    row["curve"] = [(r["epoch"], r["elapsed_s"], r["test_acc"]) for r in history]
+    row["curve"] = [(r["epoch"], r["elapsed_s"], r["test_acc"]) for r in history
+                    if "test_acc" in r]  # eval_every > 1 measures some epochs only
     row["run_dir"] = str(run_dir)
     return row
 

@@ -200,7 +200,8 @@ class DistillJob(Job):
         cfg, folder = self.cfg, self.folder
         t2 = time.time()
         record: dict[str, Any] = {"epoch": epoch}
-        if self.setup.test is not None:
+        measured = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+        if measured and self.setup.test is not None:
             acc = evaluate(self.student, self.setup.test, self.augment.normalize,
                            cfg.eval_batch_size)
             record["test_acc"] = round(acc, 4)
@@ -208,7 +209,7 @@ class DistillJob(Job):
                 self.best_acc, self.best_epoch = acc, epoch
                 if folder:
                     save_weights(self.student, folder / "student_best.safetensors")
-        diversity = self._diversity(epoch)
+        diversity = self._diversity(epoch) if measured else {}
         t3 = time.time()
         if folder and cfg.grid_every and (epoch % cfg.grid_every == 0 or epoch == cfg.epochs):
             images, labels = prelude["images"], prelude["labels"]
@@ -233,11 +234,14 @@ class DistillJob(Job):
         if not self.folder or self.setup.test is None:
             return
         cfg = self.cfg
+        measured = [r for r in history if "test_acc" in r]  # every eval_every-th epoch
+        if not measured:
+            return
         teacher = ({} if self.teacher_acc is None
                    else {f"teacher {self.teacher_acc:.2f}%": self.teacher_acc})
         plot_curves(self.folder / "accuracy.png",
-                    {f"student {cfg.student}": ([r["epoch"] for r in history],
-                                                [r["test_acc"] for r in history])},
+                    {f"student {cfg.student}": ([r["epoch"] for r in measured],
+                                                [r["test_acc"] for r in measured])},
                     title=f"{cfg.method}: {cfg.teacher} -> {cfg.student} on {self.info.name}",
                     ylabel=f"{split_name(cfg.holdout)} accuracy (%)", hlines=teacher)
 
