@@ -200,7 +200,7 @@ class DistillJob(Job):
         cfg, folder = self.cfg, self.folder
         t2 = time.time()
         record: dict[str, Any] = {"epoch": epoch}
-        measured = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+        measured = self._due(epoch, cfg.eval_every)
         if measured and self.setup.test is not None:
             acc = evaluate(self.student, self.setup.test, self.augment.normalize,
                            cfg.eval_batch_size)
@@ -211,7 +211,7 @@ class DistillJob(Job):
                     save_weights(self.student, folder / "student_best.safetensors")
         diversity = self._diversity(epoch) if measured else {}
         t3 = time.time()
-        if folder and cfg.grid_every and (epoch % cfg.grid_every == 0 or epoch == cfg.epochs):
+        if folder and self._due(epoch, cfg.grid_every):
             images, labels = prelude["images"], prelude["labels"]
             if self.kind == "online":  # its own seeded stream: pictures never shift training
                 gen = torch.Generator(device=self.device)
@@ -226,6 +226,11 @@ class DistillJob(Job):
                        "images_synthesized": self.images_synthesized, **timings,
                        "eval_s": t3 - t2})
         return record
+
+    def _due(self, epoch: int, every: int) -> bool:
+        """Whether an every-N-epochs task (evaluation, grids) runs this epoch: every N-th
+        epoch and the last; never when N is 0."""
+        return every > 0 and (epoch % every == 0 or epoch == self.cfg.epochs)
 
     def grid_path(self, epoch: int) -> Path | None:
         return self.folder / "grids" / f"epoch_{epoch:03d}.png" if self.folder else None
