@@ -149,6 +149,22 @@ def test_demo_config_is_the_bench_run_it_was_chosen_as():
     assert demo == ran
 
 
+def test_bf16_config_is_the_bench_run_it_was_measured_as():
+    """configs/fmnist_demo_bf16.yaml trains what `rgal bench --set epochs=35 --methods
+    'rgal:g_steps=90;synthesis_batch_size=64;pair_sampling=single;mix=cutmix;precision=bf16'`
+    trains (research.md sections 35 and 37), and differs from the demo only there."""
+    entry = "rgal:g_steps=90;synthesis_batch_size=64;pair_sampling=single;mix=cutmix;precision=bf16"
+    ran = _bench_run_at_35(entry, 2)
+    shipped = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo_bf16.yaml"),
+                             {"seed": 2, "out": ran.out, "progress": False})
+    assert shipped == ran
+    demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"),
+                          {"seed": 2, "out": ran.out, "progress": False})
+    differ = {k for k, v in demo.to_dict().items() if shipped.to_dict()[k] != v}
+    assert differ == {"g_steps", "precision"}
+    assert (shipped.g_steps, shipped.precision) == (90, "bf16")
+
+
 def test_bench_keeps_its_shared_synthesis_setting_below_each_methods_own():
     """The suites run 15 generator steps on 128 images at lr_g 0.001, with two views per pool
     image, whatever the embedded default, while a method's own defaults and tuned settings
@@ -188,7 +204,8 @@ def test_only_rgal_mixes_pool_images_by_default():
         want = "cutmix" if method == "rgal" else "none"
         assert distill_config({"method": method}).mix == want, method
     assert distill_config({"method": "cmi", "mix": "cutmix"}).mix == "cutmix"  # the user wins
-    shipped = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "fmnist_demo.yaml")
+    demo_recipes = {"fmnist_demo.yaml", "fmnist_demo_bf16.yaml"}
+    shipped = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name not in demo_recipes)
     assert len(shipped) >= 6  # the CIFAR and ImageNet configs and fmnist_g60
     for path in shipped + sorted((ROOT / "configs" / "methods").glob("*.yaml")):
         assert distill_config(load_yaml(path)).mix == "none", path.name
