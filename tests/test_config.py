@@ -124,6 +124,10 @@ def _bench_run_at_35(entry: str, seed: int) -> DistillConfig:
     return ran
 
 
+def _keys_that_differ(a: dict, b: dict) -> set[str]:
+    return {k for k, v in a.items() if b[k] != v}
+
+
 def test_g60_config_is_the_bench_run_it_names():
     """configs/fmnist_g60.yaml trains exactly what `rgal bench --set epochs=35 --methods
     'rgal:g_steps=60'` trains (the bench's defaults, rgal's tuned settings, the entry)."""
@@ -132,10 +136,10 @@ def test_g60_config_is_the_bench_run_it_names():
                              {"seed": 3, "out": ran.out, "progress": False})
     assert shipped == ran
     demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"))
-    differ = {k for k, v in demo.to_dict().items() if shipped.to_dict()[k] != v}
-    assert differ == {"synthesis_batch_size", "mix", "rgal", "seed", "out", "progress"}
-    rgal = {k for k, v in demo.to_dict()["rgal"].items() if shipped.to_dict()["rgal"][k] != v}
-    assert rgal == {"pair_sampling"}
+    assert _keys_that_differ(demo.to_dict(), shipped.to_dict()) == {
+        "synthesis_batch_size", "mix", "rgal", "seed", "out", "progress"}
+    assert _keys_that_differ(demo.to_dict()["rgal"], shipped.to_dict()["rgal"]) == {
+        "pair_sampling"}
 
 
 def test_demo_config_is_the_bench_run_it_was_chosen_as():
@@ -160,8 +164,7 @@ def test_bf16_config_is_the_bench_run_it_was_measured_as():
     assert shipped == ran
     demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"),
                           {"seed": 2, "out": ran.out, "progress": False})
-    differ = {k for k, v in demo.to_dict().items() if shipped.to_dict()[k] != v}
-    assert differ == {"g_steps", "precision"}
+    assert _keys_that_differ(demo.to_dict(), shipped.to_dict()) == {"g_steps", "precision"}
     assert (shipped.g_steps, shipped.precision) == (90, "bf16")
 
 
