@@ -78,6 +78,12 @@ class DistillConfig:
     student_optimizer: str = option("sgd", "the student's optimiser: sgd (with momentum) or "
                                            "adam", choices=("sgd", "adam"))
     clip_grad: float = option(0.0, "clip the student's gradient norm (0: no clipping)", lo=0)
+    student_ema: float = option(0.0, "deliver a moving average of the student's weights "
+                                     "(and BN statistics): after every student step the "
+                                     "average moves 1 - d of the way to the trained student; "
+                                     "it is what is evaluated, saved and returned; the trained "
+                                     "student's own last accuracy is recorded beside it "
+                                     "(0: off)", lo=0, hi=0.9999, legacy=0.0)
     warmup_epochs: int = option(0, "first epochs that only synthesise (no student steps, no "
                                    "adversarial term, no learning-rate step)", lo=0,
                                 hi=100_000)

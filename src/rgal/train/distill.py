@@ -7,6 +7,7 @@ checkpoints, exact resume and stop signals; `run_distillation` writes the run's 
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -36,6 +37,26 @@ from ..utils import seed_everything
 from .diversity import teacher_diversity
 from .extras import export_student
 from .student import RealImages, StudentPhase
+
+
+class WeightAverage:
+    """An exponential moving average of a model: after each `update` every floating-point
+    parameter and buffer (BN statistics) moves `1 - decay` of the way to the model's; integer
+    buffers (BN's batch counter) are copied. `model` is the averaged copy, never trained."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        current = model.state_dict()
+        for name, average in self.model.state_dict().items():
+            if average.is_floating_point():
+                average.lerp_(current[name].to(average.dtype), 1.0 - self.decay)
+            else:
+                average.copy_(current[name])
 
 
 @dataclass
@@ -89,6 +110,9 @@ class DistillJob(Job):
         self.local_batch = cfg.batch_size // self.world
         self.teacher = freeze(setup.teacher.to(device))
         self.student = setup.student.to(device)
+        # copied before any hook is attached to the student; off (None) at student_ema 0
+        self.average = (WeightAverage(self.student, cfg.student_ema) if cfg.student_ema > 0
+                        else None)
         self.augment = Augment(info.mean, info.std, info.crop_padding, info.hflip).to(device)
         self.reader, folds = frozen_teacher(self.teacher, cfg, info, device)
         self.t_ext, s_ext = FeatureExtractor(self.reader), FeatureExtractor(self.student)
@@ -115,13 +139,21 @@ class DistillJob(Job):
         self.images_synthesized = 0
         self.teacher_acc: float | None = None
         self.best_acc, self.best_epoch = -1.0, 0
-        for module in (self.student, self.method):
+        for module in (self.student, self.method, *self._averaged()):
             broadcast_module(module)  # identical starting points on every rank
+
+    def _averaged(self) -> list[nn.Module]:
+        return [] if self.average is None else [self.average.model]
+
+    @property
+    def delivered(self) -> nn.Module:
+        """The student the run evaluates and saves: the weight average where there is one."""
+        return self.student if self.average is None else self.average.model
 
     def _speed_ups(self, cfg: DistillConfig) -> None:
         """channels-last layout and torch.compile, where the config asks for them."""
         channels_last = channels_last_for(cfg.channels_last, self.device)
-        for net in [self.reader, self.student, *self.method.generators()]:
+        for net in [self.reader, self.student, *self._averaged(), *self.method.generators()]:
             if channels_last:
                 net.to(memory_format=torch.channels_last)
             if cfg.compile:
@@ -134,12 +166,16 @@ class DistillJob(Job):
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "pool": self.pool.state_dict(),
                 "teacher_acc": self.teacher_acc, "best_acc": self.best_acc,
-                "best_epoch": self.best_epoch}
+                "best_epoch": self.best_epoch,
+                **({} if self.average is None
+                   else {"student_average": self.average.model.state_dict()})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint; settings changed on resume take effect from here on."""
         cfg = self.cfg
         self.student.load_state_dict(state["student"])
+        if self.average is not None:  # switched on at this resume: it starts from the student
+            self.average.model.load_state_dict(state.get("student_average", state["student"]))
         self.method.load_run_state(state["method"])
         self.images_synthesized = state["images_synthesized"]
         self.optimizer.load_state_dict(state["optimizer"])
@@ -187,12 +223,15 @@ class DistillJob(Job):
                 self.images_synthesized += 0 if fresh else self.method.batch_size
             self.images_synthesized += self.method.batch_size if fresh else 0
         step_terms.update(self.phase.step(self.source))
+        if self.average is not None:
+            self.average.update(self.student)
         return step_terms
 
     def finish_epoch(self, epoch: int) -> None:
         if epoch > self.cfg.warmup_epochs:
             self.scheduler.step()
-        broadcast_module(self.student)  # BN running statistics as rank 0's
+        for module in (self.student, *self._averaged()):
+            broadcast_module(module)  # BN running statistics as rank 0's
 
     def end_epoch(self, epoch: int, prelude: dict[str, Any], means: dict[str, float],
                   timings: dict[str, float]) -> dict[str, Any]:
@@ -202,13 +241,17 @@ class DistillJob(Job):
         record: dict[str, Any] = {"epoch": epoch}
         measured = self._due(epoch, cfg.eval_every)
         if measured and self.setup.test is not None:
-            acc = evaluate(self.student, self.setup.test, self.augment.normalize,
+            acc = evaluate(self.delivered, self.setup.test, self.augment.normalize,
                            cfg.eval_batch_size)
             record["test_acc"] = round(acc, 4)
+            if self.average is not None and epoch == cfg.epochs:  # the trained one, once
+                record["test_acc_trained"] = round(
+                    evaluate(self.student, self.setup.test, self.augment.normalize,
+                             cfg.eval_batch_size), 4)
             if acc > self.best_acc:
                 self.best_acc, self.best_epoch = acc, epoch
                 if folder:
-                    save_weights(self.student, folder / "student_best.safetensors")
+                    save_weights(self.delivered, folder / "student_best.safetensors")
         diversity = self._diversity(epoch) if measured else {}
         t3 = time.time()
         if folder and self._due(epoch, cfg.grid_every):
@@ -318,6 +361,8 @@ def finish_distillation(setup: DistillSetup, job: DistillJob, loop: TrainingLoop
     barrier()
     if rank() != 0:
         return {}
+    if job.average is not None:  # the student handed back is the average
+        job.student.load_state_dict(job.average.model.state_dict())
     if folder:
         save_weights(job.student, folder / "student.safetensors")
         if cfg.export_synthetic:
@@ -328,6 +373,8 @@ def finish_distillation(setup: DistillSetup, job: DistillJob, loop: TrainingLoop
         "best_acc": job.best_acc if setup.test is not None else None,
         "best_epoch": job.best_epoch if setup.test is not None else None,
         "final_acc": history[-1].get("test_acc") if history else None, "epochs": cfg.epochs,
+        **({} if job.average is None or not history
+           else {"final_acc_trained": history[-1].get("test_acc_trained")}),
         "wall_s": loop.elapsed(),
         "synthesis_s": sum(r["synthesis_s"] for r in history),
         "distill_s": sum(r["distill_s"] for r in history),
