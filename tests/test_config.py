@@ -137,17 +137,18 @@ def test_g60_config_is_the_bench_run_it_names():
     assert shipped == ran
     demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"))
     assert _keys_that_differ(demo.to_dict(), shipped.to_dict()) == {
-        "synthesis_batch_size", "mix", "rgal", "seed", "out", "progress"}
+        "synthesis_batch_size", "kd_steps", "batch_size", "mix", "rgal", "seed", "out",
+        "progress"}
     assert _keys_that_differ(demo.to_dict()["rgal"], shipped.to_dict()["rgal"]) == {
         "pair_sampling"}
 
 
 def test_demo_config_is_the_bench_run_it_was_chosen_as():
     """The embedded default is what `rgal bench --set epochs=35 --methods
-    'rgal:g_steps=60;synthesis_batch_size=64;pair_sampling=single;mix=cutmix'` trains
-    (research.md sections 27 and 32)."""
-    ran = _bench_run_at_35(
-        "rgal:g_steps=60;synthesis_batch_size=64;pair_sampling=single;mix=cutmix", 0)
+    'rgal:g_steps=60;synthesis_batch_size=64;pair_sampling=single;mix=cutmix;batch_size=64;
+    kd_steps=100'` trains (research.md sections 27, 32 and 41)."""
+    ran = _bench_run_at_35("rgal:g_steps=60;synthesis_batch_size=64;pair_sampling=single;"
+                           "mix=cutmix;batch_size=64;kd_steps=100", 0)
     demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"),
                           {"out": ran.out, "progress": False})
     assert demo == ran
@@ -164,7 +165,10 @@ def test_bf16_config_is_the_bench_run_it_was_measured_as():
     assert shipped == ran
     demo = distill_config(load_yaml(ROOT / "configs" / "fmnist_demo.yaml"),
                           {"seed": 2, "out": ran.out, "progress": False})
-    assert _keys_that_differ(demo.to_dict(), shipped.to_dict()) == {"g_steps", "precision"}
+    # measured with the student phase of its time (50 steps of 128), kept as measured
+    assert _keys_that_differ(demo.to_dict(), shipped.to_dict()) == {
+        "g_steps", "precision", "kd_steps", "batch_size"}
+    assert (shipped.kd_steps, shipped.batch_size) == (50, 128)
     assert (shipped.g_steps, shipped.precision) == (90, "bf16")
 
 
@@ -176,13 +180,16 @@ def test_bench_keeps_its_shared_synthesis_setting_below_each_methods_own():
 
     default = distill_config({})
     assert (default.g_steps, default.synthesis_batch_size, default.rgal.pair_sampling,
-            default.mix) == (60, 64, "single", "cutmix")
+            default.mix, default.kd_steps, default.batch_size) == (
+        60, 64, "single", "cutmix", 100, 64)
     tuned = {"rgal": {"lr_g": 0.003}}
     runs = {e: cfg for e, _, cfg in bench.plan_runs(
         ["rgal", "dfad", "fast", "nayer", "nayer+rgal", "cmi+rgal", "rgal:g_steps=30",
          "rgal-single-views"], [0], Path("b"), [dict(bench.DEFAULT_BUDGET)], tuned=tuned)}
     assert (runs["rgal"].g_steps, runs["rgal"].synthesis_batch_size,
             runs["rgal"].lr_g) == (15, 128, 0.003)
+    # the student phase of the suites' budget: 50 steps of 128 pool images, for every method
+    assert all((cfg.kd_steps, cfg.batch_size) == (50, 128) for cfg in runs.values())
     for entry in ("rgal", "nayer+rgal", "cmi+rgal", "rgal:g_steps=30"):
         assert runs[entry].rgal.pair_sampling == "true", entry
     assert all(cfg.mix == "none" for cfg in runs.values())  # no suite entry mixes

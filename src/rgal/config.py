@@ -66,8 +66,8 @@ class DistillConfig:
     # schedule
     epochs: int = option(35, "synthesis + student phases", lo=1, hi=100_000)
     g_steps: int = option(60, "generator steps per synthesis phase", lo=1, hi=1_000_000)
-    kd_steps: int = option(50, "student steps per epoch", lo=1, hi=1_000_000)
-    batch_size: int = option(128, "pool images per student step (x2 views with "
+    kd_steps: int = option(100, "student steps per epoch", lo=1, hi=1_000_000)
+    batch_size: int = option(64, "pool images per student step (x2 views with "
                                   "pair_sampling: true)", lo=1, hi=65_536)
     synthesis_batch_size: int = option(64, "images per synthesis phase", lo=2, hi=65_536)
     # optimisation

@@ -40,12 +40,14 @@ def default_suite() -> tuple[str, ...]:
 # Generator steps stay each method's own (Fast's few inner steps are its point).
 DEFAULT_BUDGET: dict[str, Any] = {"epochs": 8, "kd_steps": 50}
 # The suites' shared setting, in place of the demo's defaults (60 generator steps on 64 images,
-# lr_g 0.003, one view per pool image, CutMix between pool images, chosen later:
-# benchmarks/research.md sections 26, 27 and 32) and below each method's own defaults and
-# tuned settings, so that every table stays reproducible. `pair_sampling` applies to the
-# methods with RGAL's section.
+# lr_g 0.003, one view per pool image, CutMix between pool images, 100 student steps of 64
+# pool images, chosen later: benchmarks/research.md sections 26, 27, 32 and 41) and below each
+# method's own defaults and tuned settings, so that every table stays reproducible (a bench's
+# budget, DEFAULT_BUDGET or --set, still decides its student steps). `pair_sampling` applies
+# to the methods with RGAL's section.
 SUITE_SHARED: dict[str, Any] = {"g_steps": 15, "synthesis_batch_size": 128, "lr_g": 1e-3,
-                                "pair_sampling": "true", "mix": "none"}
+                                "pair_sampling": "true", "mix": "none", "kd_steps": 50,
+                                "batch_size": 128}
 DIVERSITY_KEYS = ("div_intra", "div_nearest_other", "div_entropy", "div_margin")
 RESULTS = ("results.csv", "results.md", "accuracy_vs_epoch.png", "accuracy_vs_time.png",
            "samples.png", "search.md")
