@@ -46,7 +46,8 @@ DEFAULT_BUDGET: dict[str, Any] = {"epochs": 8, "kd_steps": 50}
 # budget, DEFAULT_BUDGET or --set, still decides its student steps). `pair_sampling` applies
 # to the methods with RGAL's section.
 SUITE_SHARED: dict[str, Any] = {"g_steps": 15, "synthesis_batch_size": 128, "lr_g": 1e-3,
-                                "pair_sampling": "true", "mix": "none", "kd_steps": 50,
+                                "pair_sampling": "true", "mix": "none",
+                                "kd_steps": DEFAULT_BUDGET["kd_steps"],
                                 "batch_size": 128}
 DIVERSITY_KEYS = ("div_intra", "div_nearest_other", "div_entropy", "div_margin")
 RESULTS = ("results.csv", "results.md", "accuracy_vs_epoch.png", "accuracy_vs_time.png",
