@@ -189,11 +189,12 @@ def test_a_run_written_before_an_option_existed_resumes_as_what_it_ran():
     assert legacy == {"w_bn_first": 1.0, "mix": "none", "mix_alpha": 1.0, "boundary": 0.0,
                       "hard_classes": 0.0, "student_crop": 0.0, "generator_life": 0,
                       "reset_part": "all", "pool_window": 0, "real_subset": 0,
-                      "student_padding": -1, "student_ema": 0.0}
+                      "student_padding": -1, "student_ema": 0.0, "mix_partner": "random"}
     current = distill_config({"method": "rgal", "mix": "none"}).to_dict()
     saved = {k: v for k, v in current.items() if k not in legacy}
     assert config_differences(saved, current) == ["boundary", "generator_life", "hard_classes",
-                                                  "mix", "mix_alpha", "pool_window",
+                                                  "mix", "mix_alpha", "mix_partner",
+                                                  "pool_window",
                                                   "real_subset", "reset_part", "student_crop",
                                                   "student_ema", "student_padding",
                                                   "w_bn_first"]

@@ -142,6 +142,12 @@ class DistillConfig:
                                   legacy=-1)
     mix_alpha: float = option(1.0, "the mixing share l ~ Beta(a, a), the image's own share "
                                    "max(l, 1 - l)", lo=0, lo_open=True, legacy=1.0)
+    mix_partner: str = option("random", "each image's mix partner: random (any image of the "
+                                        "batch), same (one of its own class) or confused (one "
+                                        "of a class the teacher confuses it with, drawn by the "
+                                        "teacher's mean probabilities on the pool's newest "
+                                        "images); pool methods only",
+                              choices=("random", "same", "confused"), legacy="random")
     # run
     out: str = option("runs/demo", "output folder")
     seed: int = option(0, "random seed", lo=0, hi=2**31 - 1)

@@ -60,8 +60,37 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.25, 1.0
                                      align_corners=False)
 
 
-def mix_images(x: torch.Tensor, kind: str, alpha: float = 1.0) -> torch.Tensor:
-    """Each image mixed with a random partner from the same batch, keeping the larger share.
+def mix_partners(labels: torch.Tensor, mode: str, confusion: torch.Tensor | None = None
+                 ) -> torch.Tensor | None:
+    """Each image's partner in the batch (indices), chosen by its label; None for `random`
+    (`mix_images` then draws a permutation).
+
+    `same`: another image of its class. `confused`: a class drawn from the image's row of
+    `confusion` (C x C, rows summing to 1, zero diagonal), then an image of that class.
+    Either way, any other image when the batch holds none of the class wanted.
+    """
+    if mode == "random":
+        return None
+    n = labels.shape[0]
+    if mode == "same":
+        want = labels
+    elif mode == "confused":
+        if confusion is None:
+            raise ValueError("mix partner 'confused' needs a confusion matrix")
+        want = torch.multinomial(confusion.to(labels.device)[labels], 1).squeeze(1)
+    else:
+        raise ValueError(f"unknown mix partner {mode!r} (random, same, confused)")
+    others = ~torch.eye(n, dtype=torch.bool, device=labels.device)
+    candidates = (labels.view(1, n) == want.view(n, 1)) & others
+    alone = ~candidates.any(1)
+    candidates[alone] = others[alone] if n > 1 else True
+    return torch.multinomial(candidates.float(), 1).squeeze(1)
+
+
+def mix_images(x: torch.Tensor, kind: str, alpha: float = 1.0,
+               partner_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Each image mixed with a partner from the same batch (random unless `partner_index`
+    names one per image), keeping the larger share.
 
     The share l ~ Beta(alpha, alpha) is folded to max(l, 1 - l) >= 1/2, so every image stays
     mostly itself (and keeps its label). `mixup`: l * image + (1 - l) * partner. `cutmix`:
@@ -73,7 +102,7 @@ def mix_images(x: torch.Tensor, kind: str, alpha: float = 1.0) -> torch.Tensor:
         return x
     lam = torch.distributions.Beta(alpha, alpha).sample((n,)).to(x.device)
     lam = torch.maximum(lam, 1 - lam)
-    partner = x[torch.randperm(n, device=x.device)]
+    partner = x[torch.randperm(n, device=x.device) if partner_index is None else partner_index]
     if kind == "mixup":
         w = lam.to(x.dtype).view(n, 1, 1, 1)
         return w * x + (1 - w) * partner

@@ -69,6 +69,7 @@ POOL_OPTIONS: dict[str, tuple[Any, str]] = {
     "generator_life": (0, "re-initialises a synthesis phase's generator"),
     "reset_part": ("all", "re-initialises part of a synthesis phase's generator"),
     "pool_window": (0, "trims a synthesised pool"),
+    "mix_partner": ("random", "pairs a synthesised pool's images by their classes"),
 }
 
 
@@ -103,6 +104,9 @@ class Method(nn.Module):
     @classmethod
     def check_settings(cls, cfg: DistillConfig) -> None:
         """Refuse settings the method cannot run with (ConfigError), before any work."""
+        if cfg.mix_partner != "random" and cfg.mix == "none":
+            raise ConfigError(f"mix_partner {cfg.mix_partner} chooses mixing partners; set mix "
+                              f"to mixup or cutmix")
         if cls.source != "real" and cfg.real_subset:
             raise ConfigError(f"real_subset picks the real training images of kd-real and "
                               f"scratch; {cls.name} trains on {cls.source} images")

@@ -131,7 +131,8 @@ class DistillJob(Job):
                                   measure_every=cfg.grad_shares, mix=cfg.mix,
                                   mix_alpha=cfg.mix_alpha, crop_scale=cfg.student_crop,
                                   padding=(None if cfg.student_padding < 0
-                                           else cfg.student_padding))
+                                           else cfg.student_padding),
+                                  mix_partner=cfg.mix_partner)
         self.pool = ImagePool(info.channels, info.image_size, device)
         self.source = (self.pool if self.kind == "pool" else self.method
                        if self.kind == "online"
@@ -188,6 +189,8 @@ class DistillJob(Job):
             if "momentum" in group:
                 group["momentum"] = cfg.momentum
         self.pool.load_state_dict(state["pool"])
+        self.phase.refresh_confusion(self.pool.images, self.pool.labels,
+                                     self.info.num_classes)
         partial = state.get("partial")
         self.method.start_epoch(partial["epoch"] if partial else state["epoch"] + 1)
         self.teacher_acc = state["teacher_acc"]
@@ -210,6 +213,8 @@ class DistillJob(Job):
             if self.cfg.pool_window > 0:  # this phase's and the N - 1 phases' before it
                 self.pool.keep_last(self.cfg.pool_window * images.shape[0])
             self.images_synthesized += images.shape[0]
+            self.phase.refresh_confusion(self.pool.images, self.pool.labels,
+                                         self.info.num_classes)
             prelude.update(images=images.cpu(), labels=labels.cpu(), syn_losses=result.losses)
         self.student.train()
         return prelude

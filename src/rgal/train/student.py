@@ -9,7 +9,7 @@ import torch
 
 from ..amp import Precision
 from ..config import ConfigError
-from ..data.augment import Augment, mix_images
+from ..data.augment import Augment, mix_images, mix_partners
 from ..data.datasets import ImageTensors
 from ..engine.inversion import gradient_shares, weighted_sum
 from ..methods.base import Method
@@ -67,13 +67,15 @@ class StudentPhase:
                  augment: Augment, optimizer: torch.optim.Optimizer, *, batch_size: int,
                  precision: Precision | None = None, clip: float = 0.0,
                  measure_every: int = 0, mix: str = "none", mix_alpha: float = 1.0,
-                 crop_scale: float = 0.0, padding: int | None = None) -> None:
+                 crop_scale: float = 0.0, padding: int | None = None,
+                 mix_partner: str = "random") -> None:
         self.method, self.teacher, self.student = method, teacher, student
         self.measure_every, self.count = measure_every, 0
         self.augment, self.optimizer = augment, optimizer
         self.batch_size, self.clip = batch_size, clip
         self.mix, self.mix_alpha, self.crop_scale = mix, mix_alpha, crop_scale
-        self.padding = padding
+        self.padding, self.mix_partner = padding, mix_partner
+        self.confusion: torch.Tensor | None = None  # set by refresh_confusion
         self.precision = precision or Precision("fp32")
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
 
@@ -81,11 +83,36 @@ class StudentPhase:
         """Views and labels: B images twice (pair sampling), 2B images once, or B once."""
         pairs = self.method.pair_sampling
         x, y = source.sample(self.batch_size if pairs else 2 * self.batch_size)
-        x = mix_images(x, self.mix, self.mix_alpha)
+        partner = (mix_partners(y, self.mix_partner, self.confusion)
+                   if self.mix != "none" and self.mix_partner != "random" else None)
+        x = mix_images(x, self.mix, self.mix_alpha, partner)
         if pairs and pairs != "single":
             x, y = torch.cat([x, x]), torch.cat([y, y])
         return self.augment(x, augment=self.method.augment_student,
                             crop_scale=self.crop_scale, padding=self.padding), y
+
+    @torch.no_grad()
+    def refresh_confusion(self, images: torch.Tensor, labels: torch.Tensor,
+                          num_classes: int, newest: int = 2048) -> None:
+        """For `mix_partner` confused: from the teacher's probabilities on the `newest` images
+        (uint8 or [0, 1], un-augmented), each class's mean probability of every other class,
+        normalised per row (uniform over the other classes for a class with none)."""
+        if self.mix_partner != "confused" or not len(labels):
+            return
+        images, labels = images[-newest:], labels[-newest:]
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255)
+        mode = self.teacher.model.training
+        self.teacher.model.eval()
+        probs = torch.cat([self.teacher(self.augment(images[i:i + 512], augment=False))
+                           .logits.float().softmax(1) for i in range(0, len(images), 512)])
+        self.teacher.model.train(mode)
+        sums = torch.zeros(num_classes, num_classes, device=probs.device)
+        sums.index_add_(0, labels.to(probs.device), probs[:, :num_classes])
+        sums.fill_diagonal_(0)
+        sums[sums.sum(1) <= 0] = 1.0
+        sums.fill_diagonal_(0)
+        self.confusion = sums / sums.sum(1, keepdim=True)
 
     def step(self, source: ImageSource) -> dict[str, torch.Tensor]:
         """One optimisation step; returns the detached loss terms."""
