@@ -137,8 +137,9 @@ def test_a_run_with_confused_partners_resumes_mid_epoch_to_the_same_student(
 
 
 @pytest.mark.parametrize("args, word", [
-    (["--set", "mix_partner=same", "--set", "mix=none"], "mix_partner"),
-    (["--method", "dafl", "--set", "mix_partner=confused"], "mix_partner"),
+    (["--set", "mix_partner=same", "--set", "mix=none"], "set mix to mixup or cutmix"),
+    (["--method", "kd-real", "--set", "mix=cutmix", "--set", "mix_partner=same"],
+     "kd-real has none"),
     (["--set", "mix_partner=nearest"], "mix_partner"),
 ])
 def test_partners_without_mixing_or_without_a_pool_are_refused(tmp_path, capsys, args, word):
