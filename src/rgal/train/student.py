@@ -11,6 +11,7 @@ from ..amp import Precision
 from ..config import ConfigError
 from ..data.augment import Augment, mix_images, mix_partners
 from ..data.datasets import ImageTensors
+from ..engine.evaluate import batched_outputs
 from ..engine.inversion import gradient_shares, weighted_sum
 from ..methods.base import Method
 from ..models.features import FeatureExtractor
@@ -94,24 +95,21 @@ class StudentPhase:
     @torch.no_grad()
     def refresh_confusion(self, images: torch.Tensor, labels: torch.Tensor,
                           num_classes: int, newest: int = 2048) -> None:
-        """For `mix_partner` confused: from the teacher's probabilities on the `newest` images
-        (uint8 or [0, 1], un-augmented), each class's mean probability of every other class,
-        normalised per row (uniform over the other classes for a class with none)."""
+        """For `mix_partner` confused: from the teacher's probabilities on the `newest` uint8
+        images (un-augmented), each class's mean probability of every other class, normalised
+        per row (uniform over the other classes for a class with none)."""
         if self.mix_partner != "confused" or not len(labels):
             return
-        images, labels = images[-newest:], labels[-newest:]
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255)
-        mode = self.teacher.model.training
-        self.teacher.model.eval()
-        probs = torch.cat([self.teacher(self.augment(images[i:i + 512], augment=False))
-                           .logits.float().softmax(1) for i in range(0, len(images), 512)])
-        self.teacher.model.train(mode)
+        probs = batched_outputs(self.teacher.model,
+                                ImageTensors(images[-newest:], labels[-newest:]),
+                                self.augment.normalize, 512,
+                                head=lambda logits: logits.float().softmax(1))
+        off_diagonal = 1 - torch.eye(num_classes, device=probs.device)
         sums = torch.zeros(num_classes, num_classes, device=probs.device)
-        sums.index_add_(0, labels.to(probs.device), probs[:, :num_classes])
-        sums.fill_diagonal_(0)
-        sums[sums.sum(1) <= 0] = 1.0
-        sums.fill_diagonal_(0)
+        sums.index_add_(0, labels[-newest:].to(probs.device), probs[:, :num_classes])
+        sums *= off_diagonal
+        empty = sums.sum(1) <= 0
+        sums[empty] = off_diagonal[empty]
         self.confusion = sums / sums.sum(1, keepdim=True)
 
     def step(self, source: ImageSource) -> dict[str, torch.Tensor]:
